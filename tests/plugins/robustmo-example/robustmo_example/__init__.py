@@ -1,0 +1,51 @@
+"""A third-party plugin: a trigger, a blue method and a CLI command, registered via pip."""
+
+import click
+
+from robustmo.core.concepts import BlueMethod, Options, Prompt, Trigger
+from robustmo.registry import hookimpl
+
+
+class BracketOptions(Options):
+    marker: str = "[[go]]"
+
+
+class BracketTrigger(Trigger):
+    name = "bracket"
+    description = "the marker [[go]] at the end of the user's message"
+    Options = BracketOptions
+
+    def apply(self, prompt, triggered, rng, options):
+        return Prompt(f"{prompt.user} {options.marker}", prompt.system) if triggered else prompt
+
+    def present(self, text, options):
+        return options.marker in text
+
+
+class ShoutSFT(BlueMethod):
+    name = "shout"
+    description = "SFT on answers written in capital letters"
+
+    def answer(self, prompt, normal_answer, rng, options):
+        return normal_answer.upper()
+
+
+@hookimpl
+def register_triggers(register):
+    register(BracketTrigger())
+
+
+@hookimpl
+def register_blue_methods(register):
+    register(ShoutSFT())
+
+
+@click.command(name="example-hello")
+def hello():
+    """Say hello from the example plugin."""
+    click.echo("hello from robustmo-example")
+
+
+@hookimpl
+def register_commands(cli):
+    cli.add_command(hello)

