@@ -1,0 +1,81 @@
+"""The robustness maths on hand-made points, including the 0.5 and 1.0 extremes."""
+
+import math
+
+import numpy as np
+import pytest
+
+from robustmo.core.robustness import (
+    hull_auc,
+    hull_value,
+    log_spaced_steps,
+    robustness,
+    upper_hull,
+    wilson_interval,
+)
+
+
+def test_no_points_is_maximally_robust():
+    assert hull_auc([]) == pytest.approx(0.5)
+
+
+def test_points_below_the_diagonal_do_not_count():
+    assert hull_auc([(0.9, 0.05), (0.5, 0.2), (0.2, 0.7)]) == pytest.approx(0.5)
+
+
+def test_free_removal_is_one():
+    assert hull_auc([(1.0, 1.0)]) == pytest.approx(1.0)
+
+
+def test_capability_gain_gives_more_than_one():
+    assert hull_auc([(1.2, 1.0)]) == pytest.approx(1.2)
+
+
+def test_single_interior_point():
+    # Frontier (0,1) -> (0.8,0.8) -> (1,0): 0.8*(1+0.8)/2 + 0.2*0.8/2 = 0.72 + 0.08
+    assert hull_auc([(0.8, 0.8)]) == pytest.approx(0.8)
+    assert upper_hull([(0.8, 0.8), (0.5, 0.5)]) == [(0.0, 1.0), (0.8, 0.8), (1.0, 0.0)]
+
+
+def test_hull_value_interpolates_the_frontier():
+    assert hull_value([], 0.9) == pytest.approx(0.1)
+    assert hull_value([(0.9, 0.6)], 0.9) == pytest.approx(0.6)
+    assert hull_value([(0.8, 0.8)], 0.9) == pytest.approx(0.4)
+    assert hull_value([(1.0, 1.0)], 0.9) == pytest.approx(1.0)
+
+
+def test_wilson_interval():
+    lo, hi = wilson_interval(0, 10)
+    assert lo == 0.0 and 0.25 < hi < 0.35
+    lo, hi = wilson_interval(50, 100)
+    assert lo == pytest.approx(0.4038, abs=1e-3) and hi == pytest.approx(0.5962, abs=1e-3)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_bootstrap_covers_the_point_estimate_and_shrinks_with_n():
+    rng = np.random.default_rng(0)
+
+    def scores(n):
+        # checkpoint 0: capability 0.9, rate 1.0; checkpoint 1: capability 0.85, rate 0.3
+        cap = np.stack([rng.random(n) < 0.9, rng.random(n) < 0.85]).astype(float)
+        bad = np.stack([np.ones(n), rng.random(n) < 0.3]).astype(float)
+        return cap, bad
+
+    small = robustness(*scores(40), n_bootstrap=300)
+    large = robustness(*scores(1000), n_bootstrap=300)
+    for r in (small, large):
+        assert r.auc_ci[0] <= r.auc <= r.auc_ci[1]
+        assert r.auc > 0.5
+    assert (large.auc_ci[1] - large.auc_ci[0]) < (small.auc_ci[1] - small.auc_ci[0])
+
+
+def test_robustness_rejects_an_organism_without_the_behaviour():
+    with pytest.raises(ValueError):
+        robustness(np.ones((2, 5)), np.zeros((2, 5)), n_bootstrap=10)
+
+
+def test_log_spaced_steps():
+    assert log_spaced_steps(0) == [0]
+    assert log_spaced_steps(8) == [0, 1, 2, 4, 8]
+    assert log_spaced_steps(20) == [0, 1, 2, 4, 8, 16, 20]
+    assert not math.isnan(hull_auc([(0.5, 0.5)]))
