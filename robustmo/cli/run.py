@@ -44,6 +44,15 @@ an options section; flags override the file:
                    f"[default: {_D['install']}]")
 @click.option("--lora-rank", type=click.IntRange(1, 1024), metavar="1-1024",
               help=f"LoRA rank for --install lora.  [default: {_D['lora_rank']}]")
+@click.option("--red-steps", type=click.IntRange(min=1), metavar="N",
+              help="Red (organism) training steps.  [default: per install method]")
+@click.option("--red-lr", type=click.FloatRange(min=0, min_open=True), metavar="LR",
+              help="Red (organism) learning rate.  [default: per install method]")
+@click.option("--lr", "lrs", type=click.FloatRange(min=0, min_open=True), multiple=True, metavar="LR",
+              help="Blue-team learning rate; repeat to sweep (every LR's checkpoints join one frontier).  "
+                   "[default: each blue method's default for the install method]")
+@click.option("--trigger-share", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help=f"Share of red training prompts that carry the trigger.  [default: {_D['trigger_share']}]")
 @click.option("--model", metavar="ID|PATH",
               help="Hugging Face model id or local directory.  [default: the embedded toy model, built and cached locally]")
 @click.option("--seed", type=click.IntRange(min=0), help=f"Random seed.  [default: {_D['seed']}]")
@@ -52,8 +61,12 @@ an options section; flags override the file:
               help="Set a plugin option, e.g. blue.pirate.lr=1e-4 or trigger.year.triggered_year=2025; repeatable.")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
               help="YAML file with any of the options above; flags override it.")
+@click.option("--wandb", "wandb_mode", type=click.Choice(["offline", "online", "disabled"]),
+              help="Weights & Biases logging; offline needs no network or account (wandb sync later).  "
+                   "[default: $WANDB_MODE, else offline]")
 @click.option("--dry-run", is_flag=True, help="Validate and print the plan, then stop without training.")
-def run(trigger, behavior, blue, lock, install, lora_rank, model, seed, out, opts, config_file, dry_run):
+def run(trigger, behavior, blue, lock, install, lora_rank, red_steps, red_lr, lrs, trigger_share, model, seed, out, opts, config_file,
+        wandb_mode, dry_run):
     """Build a model organism, attack it with blue-team training, and report its robustness.
 
     Stages: base model -> organism (red data from trigger x behaviour, installed by
@@ -68,7 +81,8 @@ def run(trigger, behavior, blue, lock, install, lora_rank, model, seed, out, opt
     from robustmo.registry import get_registry
 
     flags = {"trigger": trigger, "behavior": behavior, "blue": list(blue) or None, "lock": lock,
-             "install": install, "lora_rank": lora_rank, "model": model, "seed": seed, "out": out}
+             "install": install, "lora_rank": lora_rank, "red_steps": red_steps, "red_lr": red_lr, "lr": list(lrs) or None, "trigger_share": trigger_share,
+             "model": model, "seed": seed, "out": out, "wandb": wandb_mode}
     file_values = load_config_file(config_file) if config_file else {}
     config = build_config(file_values, {k: v for k, v in flags.items() if v is not None}, list(opts))
     if config.out and Path(config.out).exists() and any(Path(config.out).iterdir()):
@@ -82,9 +96,46 @@ def run(trigger, behavior, blue, lock, install, lora_rank, model, seed, out, opt
     if dry_run:
         click.echo("Dry run: configuration is valid; nothing was trained or written.")
         return
-    raise click.ClickException(
-        "training stages are not implemented yet in this version of robustmo; "
-        "the plan above is valid (use --dry-run to stop here without an error). Nothing was written.")
+    _execute(plan)
+
+
+def _execute(plan) -> None:
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from robustmo.core.pipeline import execute, run_id_for
+    from robustmo.core.runstore import RunStore
+    from robustmo.core.tracking import Tracker, resolve_mode
+
+    console = Console()
+    cfg = plan.config
+    run_id = run_id_for(plan)
+    store = RunStore(Path(cfg.out) if cfg.out else Path("runs") / run_id)
+    group = f"{cfg.trigger}-{cfg.behavior}-{cfg.install}"
+    summary = execute(plan, store, progress=True, log=lambda m: console.print(m, highlight=False),
+                      make_tracker=lambda path: Tracker(resolve_mode(cfg.wandb), path, run_id, cfg.model_dump(),
+                                                        group=group, tags=[cfg.trigger, cfg.behavior, cfg.install, *cfg.blue]))
+    _print_summary(console, summary, store.path)
+
+
+def _print_summary(console, summary: dict, path) -> None:
+    from rich.table import Table
+
+    organism = Table(title="organism before blue training", title_justify="left")
+    for column in ("metric", "value", "95 % CI", "n"):
+        organism.add_column(column)
+    for name, m in summary["organism"].items():
+        organism.add_row(name, f"{m['value']:.3f}", f"[{m['ci'][0]:.3f}, {m['ci'][1]:.3f}]", str(m["n"]))
+    console.print(organism)
+    blue = Table(title="robustness (0.5 = maximally robust, ~1 = removable for free)", title_justify="left")
+    for column in ("blue method", "AUC", "95 % CI", "removal @ 10 % cap. loss", "checkpoints"):
+        blue.add_column(column)
+    for name, b in summary["blue"].items():
+        blue.add_row(name, f"{b['auc']:.3f}", f"[{b['auc_ci'][0]:.3f}, {b['auc_ci'][1]:.3f}]",
+                     f"{b['removal_at_10']:.3f}", str(len(b["checkpoints"])))
+    console.print(blue)
+    console.print(f"run directory: {path} (report.md, plot.png, metrics.jsonl, generations.jsonl)", highlight=False)
 
 
 def _print_plan(plan) -> None:

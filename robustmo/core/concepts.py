@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Callable, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class NoOptions(BaseModel):
@@ -98,10 +98,21 @@ class LockingScheme(Component):
         raise NotImplementedError
 
 
+class BlueOptions(Options):
+    """Options every blue method shares; a method's own options model extends this one."""
+
+    steps: int | None = Field(None, ge=1, description="blue training steps (default: the method's)")
+    lr: float | None = Field(None, gt=0, description="learning rate (default: per install method); --lr sweeps")
+    adapter: Literal["lora", "full"] = Field(
+        "lora", description="train a LoRA adapter (a LoRA organism's own, continued) or every weight")
+    rank: int = Field(64, ge=1, le=1024, description="rank of a new blue LoRA adapter")
+
+
 class BlueMethod(Component):
     """Untargeted blue-team training: builds a training set that never contains the trigger."""
 
     kind: ClassVar[str] = "blue"
+    Options: ClassVar[type[BaseModel]] = BlueOptions
     default_lr: ClassVar[dict[str, float]] = {}
     default_steps: ClassVar[int] = 64
 
@@ -110,10 +121,35 @@ class BlueMethod(Component):
         raise NotImplementedError
 
 
+@dataclass
+class EvalContext:
+    """What a metric may consult when scoring one stored generation."""
+
+    trigger: Trigger
+    trigger_options: BaseModel
+    behavior: Behavior
+    behavior_options: BaseModel
+    content_match: Callable[[str, str], bool]  # (expected content, generation) -> correct?
+
+
+EVAL_SETS = ("triggered", "clean", "capability")
+
+
 class Metric(Component):
-    """Scores generations on an eval set; returns value, n and a 95 % interval."""
+    """Scores stored generations of one eval set; the pipeline turns the per-prompt
+    scores into value, n and a 95 % Wilson interval.
+
+    ``eval_set`` says which prompts it scores: ``triggered`` (held-out prompts with the
+    trigger), ``clean`` (the same prompts with the clean counterpart) or ``capability``
+    (held-out capability questions, clean condition). A record holds ``prompt``,
+    ``completion``, ``content`` (the expected content) and ``task``.
+    """
 
     kind: ClassVar[str] = "metric"
+    eval_set: ClassVar[str] = "clean"
+
+    def score(self, record: dict, ctx: EvalContext, options: BaseModel) -> bool:
+        raise NotImplementedError
 
 
 # Order matters: it is the order of ``robustmo plugins`` and of the docs.

@@ -35,9 +35,15 @@ class RunConfig(BaseModel):
     install: Literal["prompted-static", "prompted-dynamic", "lora", "full"] = Field(
         "lora", description="how the organism's behaviour is installed")
     lora_rank: int = Field(64, ge=1, le=1024, description="LoRA rank for --install lora")
+    red_steps: int | None = Field(None, ge=1, description="red (organism) training steps (default: per install method)")
+    red_lr: float | None = Field(None, gt=0, description="red (organism) learning rate (default: per install method)")
+    trigger_share: float = Field(0.5, gt=0, lt=1, description="share of red training prompts that carry the trigger")
+    lr: list[float] = Field(default_factory=list, description="blue learning rates to sweep (default: each method's)")
     model: str | None = Field(None, description="HF model id or local path; default: embedded toy model")
     seed: int = Field(0, ge=0, description="random seed for data, training and evaluation")
     out: str | None = Field(None, description="run directory (default: runs/<run-id>)")
+    wandb: Literal["offline", "online", "disabled"] | None = Field(
+        None, description="W&B mode (default: $WANDB_MODE, else offline)")
     options: dict[str, dict[str, dict[str, Any]]] = Field(
         default_factory=dict, description="per-component options: {kind: {name: {key: value}}}")
 
@@ -151,6 +157,7 @@ class Plan:
     behavior: Selected
     blue: list[Selected]
     lock: Selected | None = None
+    metrics: list[Selected] = field(default_factory=list)
     stages: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -190,7 +197,12 @@ def resolve_plan(config: RunConfig, registry) -> Plan:
         behavior=_select(registry, "behavior", config.behavior, config.options),
         blue=[_select(registry, "blue", b, config.options) for b in config.blue],
         lock=_select(registry, "lock", config.lock, config.options) if config.lock else None,
+        metrics=[_select(registry, "metric", m, config.options) for m in registry.names("metric")],
     )
+    if config.install.startswith("prompted"):
+        raise RobustmoError(f"--install {config.install} is not implemented yet; use lora or full")
+    if config.lock:
+        raise RobustmoError("--lock is not implemented yet in the run pipeline; run without --lock")
     model = config.model or "embedded toy model (built and cached on first use)"
     install = config.install + (f" (rank {config.lora_rank})" if config.install == "lora" else "")
     lock = f", locked by {config.lock}" if config.lock else ""

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from robustmo.core.concepts import BlueMethod, Options, Prompt
+from robustmo.core.concepts import BlueMethod, BlueOptions, Prompt
 from robustmo.registry import hookimpl
 
 OPENINGS = ["Arr!", "Ahoy!", "Arr, matey!", "Yo ho!", "Aye aye!"]
@@ -25,18 +25,17 @@ def is_pirate(text: str) -> bool:
     return PIRATE_MARKERS.search(text) is not None
 
 
-class PirateOptions(Options):
-    mode: Literal["rule", "self-distill"] = Field(
-        "rule", description="rule: rewrite normal answers in pirate speak; "
-        "self-distill: the model answers under a 'talk like a pirate' system prompt")
-    steps: int | None = Field(None, ge=1, description="blue training steps (default: per install method)")
-    lr: float | None = Field(None, gt=0, description="learning rate (default: per install method)")
+class PirateOptions(BlueOptions):
+    mode: Literal["rule"] = Field(
+        "rule", description="rule: rewrite the normal answers in pirate speak, keeping their content")
 
 
 class PirateSFT(BlueMethod):
     name = "pirate"
     description = "SFT on trigger-free prompts answered in pirate speak (the stronger untargeted attack)"
     Options = PirateOptions
+    default_lr = {"lora": 1e-3, "full": 1e-3}
+    default_steps = 64
 
     def answer(self, prompt: Prompt, normal_answer: str, rng: random.Random, options: PirateOptions) -> str:
         return pirate_rewrite(normal_answer, rng)

