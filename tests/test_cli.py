@@ -49,11 +49,11 @@ def test_dry_run_prints_validated_plan(runner, tmp_path):
     assert not out.exists()
 
 
-def test_run_without_dry_run_says_training_is_missing_and_writes_nothing(runner, tmp_path):
+def test_bad_model_path_writes_nothing(runner, tmp_path):
     out = tmp_path / "run2"
-    result = runner.invoke(cli, ["run", "--out", str(out)])
-    assert result.exit_code == 1
-    assert "not implemented yet" in result.stderr
+    result = runner.invoke(cli, ["run", "--model", str(tmp_path / "missing-model"), "--out", str(out)])
+    assert result.exit_code == 2
+    assert "does not exist" in result.stderr
     assert not out.exists()
 
 

