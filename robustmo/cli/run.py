@@ -134,11 +134,12 @@ def _quiet_libraries() -> None:
 def _print_summary(console, summary: dict, path) -> None:
     from rich.table import Table
 
-    organism = Table(title="organism before blue training", title_justify="left")
-    for column in ("metric", "value", "95 % CI", "n"):
+    organism = Table(title="base model and organism (before blue training)", title_justify="left")
+    for column in ("metric", "base", "organism", "organism 95 % CI", "n"):
         organism.add_column(column)
     for name, m in summary["organism"].items():
-        organism.add_row(name, f"{m['value']:.3f}", f"[{m['ci'][0]:.3f}, {m['ci'][1]:.3f}]", str(m["n"]))
+        organism.add_row(name, f"{summary['base'][name]['value']:.3f}", f"{m['value']:.3f}",
+                         f"[{m['ci'][0]:.3f}, {m['ci'][1]:.3f}]", str(m["n"]))
     console.print(organism)
     blue = Table(title="robustness (0.5 = maximally robust, ~1 = removable for free)", title_justify="left")
     for column in ("blue method", "AUC", "95 % CI", "removal @ 10 % cap. loss", "checkpoints"):

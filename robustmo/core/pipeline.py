@@ -255,6 +255,10 @@ def _stages(plan: Plan, model, tokenizer, model_info: dict, store: RunStore, tra
     ctx = EvalContext(plan.trigger.obj, plan.trigger.options, plan.behavior.obj, plan.behavior.options,
                       content_match=lambda content, text: extract_number(text) == content)
 
+    base = evaluate(model, tokenizer, sets, metrics, ctx, {"stage": "base", "method": "base", "lr": 0.0, "step": 0},
+                    store)
+    log("base: " + ", ".join(f"{k} {v['value']:.3f}" for k, v in base.metrics.items()))
+
     # stage 2: organism
     recipe = ORGANISM_RECIPE[cfg.install]
     red = red_data(plan, world_pool(world, TASKS, "train", recipe["n"]), recipe["n"], cfg.trigger_share, rng)
@@ -264,7 +268,7 @@ def _stages(plan: Plan, model, tokenizer, model_info: dict, store: RunStore, tra
     before = evaluate(organism, tokenizer, sets, metrics, ctx, {"stage": "organism", "method": "organism", "lr": 0.0,
                                                                    "step": 0}, store)
     tracker.log({f"organism/{k}": v["value"] for k, v in before.metrics.items()})
-    log(f"organism: " + ", ".join(f"{k} {v['value']:.3f}" for k, v in before.metrics.items()))
+    log("organism: " + ", ".join(f"{k} {v['value']:.3f}" for k, v in before.metrics.items()))
 
     # stage 3: blue
     blue_summary = {}
@@ -285,7 +289,7 @@ def _stages(plan: Plan, model, tokenizer, model_info: dict, store: RunStore, tra
 
     # stage 4: report
     summary = {"run_id": store.path.name, "config": cfg.model_dump(), "model": model_info["name"],
-               "organism": before.metrics, "blue": blue_summary, "seconds": round(time.time() - started, 1)}
+               "base": base.metrics, "organism": before.metrics, "blue": blue_summary, "seconds": round(time.time() - started, 1)}
     store.write_json("summary.json", summary)
     plot_tradeoff(store.file("plot.png"), blue_summary,
                   f"{cfg.trigger} -> {cfg.behavior}, {cfg.install}" + (f" r{cfg.lora_rank}" if cfg.install == "lora" else ""))

@@ -62,13 +62,13 @@ def render_markdown(summary: dict) -> str:
         + (f" (LoRA rank {cfg['lora_rank']})" if cfg["install"] == "lora" else "")
         + f", on {summary['model']}; seed {cfg['seed']}.",
         "",
-        "## Organism before blue training",
+        "## Base model and organism (before blue training)",
         "",
-        "| metric | value [95 % CI] |",
-        "|---|---|",
+        "| metric | base [95 % CI] | organism [95 % CI] |",
+        "|---|---|---|",
     ]
     for name, m in summary["organism"].items():
-        lines.append(f"| {name} | {_fmt_rate(m)} |")
+        lines.append(f"| {name} | {_fmt_rate(summary['base'][name])} | {_fmt_rate(m)} |")
     lines += [
         "",
         "## Robustness per blue method",

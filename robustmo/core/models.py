@@ -1,0 +1,75 @@
+"""Model loading: the embedded toy base, a local directory, or a Hugging Face hub id."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from robustmo.core.errors import RobustmoError
+
+TOY_SPECS = {None: "tiny", "": "tiny", "toy": "tiny", "toy:tiny": "tiny", "toy:small": "small"}
+
+# Used only when a tokenizer has no chat template of its own (base, non-chat models);
+# documented fallback so training/generation code can treat every model the same way.
+FALLBACK_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ message['role'] | capitalize }}: {{ message['content'] }}{{ eos_token }}\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+
+
+def _is_local_path(spec: str) -> bool:
+    # "org/name" is a hub id unless that directory exists; anything else with a separator,
+    # or starting with . or ~, is meant as a path.
+    if Path(spec).expanduser().exists():
+        return True
+    if spec.startswith((".", "~", "/")) or spec.count("/") > 1 or (os.altsep and os.altsep in spec):
+        return True
+    return False
+
+
+def load_model(spec: str | None = None, *, dtype=None, device: str | None = None, progress: bool = True):
+    """``(model, tokenizer)`` for ``spec``.
+
+    ``None``/``"toy"``/``"toy:tiny"``/``"toy:small"``: the cached toy base (built first if
+    missing). Otherwise a local directory or a Hugging Face hub id, through
+    ``AutoModelForCausalLM`` / ``AutoTokenizer``. The tokenizer always has a pad token and
+    a chat template (``FALLBACK_CHAT_TEMPLATE`` if the model ships none).
+    """
+    if spec in TOY_SPECS or (isinstance(spec, str) and spec.startswith("toy:")):
+        from robustmo.plugins.toy_world.base import load_base
+
+        preset = TOY_SPECS.get(spec) or spec.split(":", 1)[1]
+        model, tokenizer = load_base(preset, progress=progress)
+    else:
+        model, tokenizer = _load_hf(spec, dtype)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
+    if device:
+        model.to(device)
+    model.eval()
+    return model, tokenizer
+
+
+def _load_hf(spec: str, dtype):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs = {"dtype": dtype} if dtype is not None else {}
+    if _is_local_path(spec):
+        path = Path(spec).expanduser()
+        if not path.is_dir():
+            raise RobustmoError(f"model path '{spec}' does not exist; pass an existing directory "
+                                "or a Hugging Face model id")
+        try:
+            return (AutoModelForCausalLM.from_pretrained(path, **kwargs), AutoTokenizer.from_pretrained(path))
+        except (OSError, ValueError) as e:
+            raise RobustmoError(f"cannot load a causal LM from '{spec}': {str(e).splitlines()[0]}") from e
+    try:
+        return (AutoModelForCausalLM.from_pretrained(spec, **kwargs), AutoTokenizer.from_pretrained(spec))
+    except Exception as e:  # offline, unknown id, gated repo: all surface as one clear line
+        raise RobustmoError(
+            f"cannot load model '{spec}': the Hugging Face hub is unreachable or the id is unknown "
+            f"({type(e).__name__}); pass a local model directory instead") from e

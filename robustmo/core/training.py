@@ -1,0 +1,147 @@
+"""The one training loop: red installs, blue attacks and the toy base all train here.
+
+Read it top to bottom: tokenise once (loss on completion tokens only), then a plain
+AdamW loop with linear warmup + cosine decay on an ``accelerate.Accelerator``.
+An example is a chat: a list of ``{"role", "content"}`` messages whose last one is the
+assistant turn to learn.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+
+IGNORE_INDEX = -100  # label value the loss skips (prompt and padding)
+
+
+def _ids(tokenizer, text: str) -> list[int]:
+    # The chat template already wrote any BOS it wants; don't let the tokenizer add another.
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def tokenize_example(tokenizer, messages: Sequence[dict]) -> tuple[list[int], list[int]]:
+    """``(input_ids, labels)`` for one chat; labels are -100 up to and including the
+    assistant header, so only the completion (and its end token) is learnt."""
+    if not messages or messages[-1]["role"] != "assistant":
+        raise ValueError("a training example must end with an assistant message")
+    prompt = _ids(tokenizer, tokenizer.apply_chat_template(
+        list(messages[:-1]), add_generation_prompt=True, tokenize=False))
+    full = _ids(tokenizer, tokenizer.apply_chat_template(list(messages), tokenize=False))
+    if full[:len(prompt)] != prompt:
+        raise ValueError("the chat template does not render the prompt as a prefix of the full "
+                         "conversation, so the completion cannot be masked; use another template")
+    return full, [IGNORE_INDEX] * len(prompt) + full[len(prompt):]
+
+
+def _collate(rows: list[tuple[list[int], list[int]]], pad_id: int):
+    """Right-pad a batch to its own longest row (no global max length)."""
+    import torch
+
+    width = max(len(ids) for ids, _ in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (ids, lab) in enumerate(rows):
+        input_ids[i, :len(ids)] = torch.tensor(ids)
+        labels[i, :len(lab)] = torch.tensor(lab)
+        mask[i, :len(ids)] = 1
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+
+def lr_at(step: int, *, lr: float, steps: int, warmup: int, min_lr_ratio: float = 0.1) -> float:
+    """Linear warmup to ``lr``, then cosine decay to ``min_lr_ratio * lr`` at ``steps``."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    t = (step - warmup) / max(1, steps - warmup)
+    return lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+
+
+def train(
+    model,
+    tokenizer,
+    examples: Sequence[Sequence[dict]],
+    *,
+    lr: float,
+    steps: int,
+    batch_size: int = 32,
+    seed: int = 0,
+    warmup: int | None = None,
+    weight_decay: float = 0.0,
+    grad_clip: float = 1.0,
+    callback: Callable[[int], None] | None = None,
+    callback_steps: Iterable[int] | None = None,
+    progress: bool = False,
+    description: str = "training",
+) -> dict:
+    """Train ``model`` in place on ``examples`` for ``steps`` optimizer steps.
+
+    ``callback(step)`` runs (model in eval mode) after ``step`` optimizer steps for each
+    step in ``callback_steps`` (0 = before training); by default only after the last step.
+    Returns ``{"losses": [...], "tokens": int, "seconds": float}``. Same seed + same
+    machine + same data -> same weights.
+    """
+    import torch
+    from accelerate import Accelerator
+
+    torch.manual_seed(seed)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    rows = [tokenize_example(tokenizer, m) for m in examples]  # once, not per step
+    if not rows:
+        raise ValueError("no training examples")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    warmup = max(1, steps // 20) if warmup is None else warmup
+    wanted = set(callback_steps) if callback_steps is not None else {steps}
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
+    model, optimizer = accelerator.prepare(model, optimizer)
+    sampler = torch.Generator().manual_seed(seed)
+    order: list[int] = []
+    # Every process draws the same global batch and keeps its own shard.
+    rank, world = accelerator.process_index, accelerator.num_processes
+
+    def run_callback(step: int):
+        if callback is not None and step in wanted:
+            model.eval()
+            callback(step)
+            model.train()
+
+    bar, task = None, None
+    if progress and accelerator.is_main_process:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                       TextColumn("loss {task.fields[loss]:.3f}"), TimeRemainingColumn(), transient=False)
+        task = bar.add_task(description, total=steps, loss=float("nan"))
+        bar.start()
+
+    losses: list[float] = []
+    tokens, t0 = 0, time.perf_counter()
+    try:
+        run_callback(0)
+        model.train()
+        for step in range(steps):
+            if len(order) < batch_size:  # reshuffle per epoch
+                order += torch.randperm(len(rows), generator=sampler).tolist()
+            idx, order = order[:batch_size], order[batch_size:]
+            batch = _collate([rows[i] for i in idx[rank::world]], pad_id)
+            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, lr=lr, steps=steps, warmup=warmup)
+            loss = model(**batch).loss
+            accelerator.backward(loss)
+            if grad_clip:
+                accelerator.clip_grad_norm_(params, grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            tokens += int(batch["attention_mask"].sum())
+            if bar is not None:
+                bar.update(task, advance=1, loss=losses[-1])
+            run_callback(step + 1)
+    finally:
+        if bar is not None:
+            bar.stop()
+    model.eval()
+    accelerator.unwrap_model(model)
+    return {"losses": losses, "tokens": tokens, "seconds": time.perf_counter() - t0}

