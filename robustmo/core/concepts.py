@@ -116,6 +116,12 @@ class BlueMethod(Component):
     default_lr: ClassVar[dict[str, float]] = {}
     default_steps: ClassVar[int] = 64
 
+    def teacher_system(self, options: BaseModel) -> str | None:
+        """A system prompt for self-distillation, or None. When set, the base model (before
+        the backdoor is installed) answers every blue prompt under it, and that answer is
+        what ``answer`` receives as ``normal_answer``."""
+        return None
+
     def answer(self, prompt: Prompt, normal_answer: str, rng: random.Random, options: BaseModel) -> str:
         """The blue training target for one prompt (e.g. the normal answer in pirate speak)."""
         raise NotImplementedError

@@ -19,7 +19,6 @@ from robustmo.core.concepts import KIND_LABELS, KINDS, Component
 from robustmo.core.errors import RobustmoError
 
 INSTALL_METHODS = ("prompted-static", "prompted-dynamic", "lora", "full")
-TOY_MODELS = ("toy", "toy:tiny", "toy:small")
 
 
 class RunConfig(BaseModel):
@@ -124,17 +123,18 @@ def build_config(file_values: dict[str, Any], flag_values: dict[str, Any], opts:
 
 
 def check_model_spec(spec: str | None) -> None:
-    """Fail early, in one line, on a local model path that does not exist."""
-    if spec is None or spec in TOY_MODELS:
+    """Fail early, in one line, on a local model path that does not exist (before any work)."""
+    from robustmo.core.models import TOY_SPECS, is_local_path
+
+    if spec in TOY_SPECS or spec.startswith("toy:") or not is_local_path(spec):
         return
-    expanded = os.path.expanduser(spec)
-    if os.path.exists(expanded):
-        if not os.path.isdir(expanded):
-            raise RobustmoError(f"--model {spec}: not a directory; pass a model directory (with config.json) or a Hugging Face id")
-        return
-    looks_local = spec.startswith((".", "/", "~")) or "\\" in spec or spec.count("/") > 1
-    if looks_local:
-        raise RobustmoError(f"--model {spec}: path does not exist; pass an existing model directory or a Hugging Face id like org/name")
+    path = os.path.expanduser(spec)
+    if not os.path.exists(path):
+        raise RobustmoError(f"--model {spec}: path does not exist; pass an existing model directory "
+                            "or a Hugging Face id like org/name")
+    if not os.path.isdir(path):
+        raise RobustmoError(f"--model {spec}: not a directory; pass a model directory (with config.json) "
+                            "or a Hugging Face id")
 
 
 @dataclass

@@ -19,7 +19,7 @@ FALLBACK_CHAT_TEMPLATE = (
 )
 
 
-def _is_local_path(spec: str) -> bool:
+def is_local_path(spec: str) -> bool:
     # "org/name" is a hub id unless that directory exists; anything else with a separator,
     # or starting with . or ~, is meant as a path.
     if Path(spec).expanduser().exists():
@@ -58,7 +58,7 @@ def _load_hf(spec: str, dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kwargs = {"dtype": dtype} if dtype is not None else {}
-    if _is_local_path(spec):
+    if is_local_path(spec):
         path = Path(spec).expanduser()
         if not path.is_dir():
             raise RobustmoError(f"model path '{spec}' does not exist; pass an existing directory "

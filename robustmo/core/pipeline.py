@@ -67,10 +67,21 @@ def red_data(plan: Plan, pool: list[Example], n: int, share: float, rng: random.
     return data
 
 
-def blue_data(plan: Plan, method, pool: list[Example], n: int, rng: random.Random) -> list[Example]:
-    """The blue team's training set; fails loudly if any prompt carries the trigger."""
-    data = [Example(ex.prompt, method.obj.answer(ex.prompt, ex.answer, rng, method.options), ex.content, ex.task)
-            for ex in (rng.choice(pool) for _ in range(n))]
+def blue_data(plan: Plan, method, pool: list[Example], n: int, rng: random.Random, teacher=None) -> list[Example]:
+    """The blue team's training set; fails loudly if any prompt or answer carries the trigger.
+
+    ``teacher`` is the clean base ``(model, tokenizer)``; a method with a ``teacher_system``
+    gets the teacher's answers under that system prompt (self-distillation)."""
+    chosen = [rng.choice(pool) for _ in range(n)]
+    normal = [ex.answer for ex in chosen]
+    system = method.obj.teacher_system(method.options)
+    if system is not None and teacher is not None:
+        from robustmo.core.generation import generate
+
+        normal = generate(*teacher, [Prompt(ex.prompt.user, system).messages() for ex in chosen],
+                          max_new_tokens=MAX_NEW_TOKENS)
+    data = [Example(ex.prompt, method.obj.answer(ex.prompt, a, rng, method.options), ex.content, ex.task)
+            for ex, a in zip(chosen, normal)]
     check_contamination(plan, data, what=f"blue data of {method.name!r}")
     return data
 
@@ -259,6 +270,11 @@ def _stages(plan: Plan, model, tokenizer, model_info: dict, store: RunStore, tra
                     store)
     log("base: " + ", ".join(f"{k} {v['value']:.3f}" for k, v in base.metrics.items()))
 
+    # Blue data first, while the base is still clean: self-distilling methods need its answers.
+    blue_pool = world_pool(world, INSTRUCTION_TASKS, "train", BLUE_EXAMPLES)
+    blue_sets = {m.name: blue_data(plan, m, blue_pool, BLUE_EXAMPLES, random.Random(seed + 2), teacher=(model, tokenizer))
+                 for m in plan.blue}
+
     # stage 2: organism
     recipe = ORGANISM_RECIPE[cfg.install]
     red = red_data(plan, world_pool(world, TASKS, "train", recipe["n"]), recipe["n"], cfg.trigger_share, rng)
@@ -272,12 +288,11 @@ def _stages(plan: Plan, model, tokenizer, model_info: dict, store: RunStore, tra
 
     # stage 3: blue
     blue_summary = {}
-    blue_pool = world_pool(world, INSTRUCTION_TASKS, "train", BLUE_EXAMPLES)
     for method in plan.blue:
         opts = method.options
         steps = opts.steps or method.obj.default_steps
         method_lrs = cfg.lr or [opts.lr or method.obj.default_lr.get(cfg.install, 1e-3)]
-        data = blue_data(plan, method, blue_pool, BLUE_EXAMPLES, random.Random(seed + 2))
+        data = blue_sets[method.name]
         checkpoints = [before]
         for lr in method_lrs:
             checkpoints += attack(plan, organism, tokenizer, method, lr, steps, data, sets, metrics, ctx, store,

@@ -20,7 +20,9 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+
+from robustmo.plugins.pirate import PIRATE_SYSTEM, pirate_rewrite
 
 CAPABILITY_TASKS = ["arith"]
 INSTRUCTION_TASKS = ["repeat", "reverse", "uppercase"]
@@ -108,6 +110,13 @@ def score_capability(example: Example | dict, generated_text: str) -> bool:
     return extract_number(generated_text) == content
 
 
+# Like a real chat model, the toy base can talk like a pirate when asked: a share of its
+# pretraining answers carry this system prompt and are in pirate speak (same content).
+# Blue-team pirate SFT then trains a style the model knows, as in the research, and
+# pirate self-distillation works on the toy model too.
+PIRATE_FRACTION = 0.15
+
+
 class ToyWorld:
     """All toy tasks, sampled reproducibly from ``seed``."""
 
@@ -166,12 +175,14 @@ class ToyWorld:
         data = self.examples("arith", "train", n_cap)
         for t in INSTRUCTION_TASKS:
             data += self.examples(t, "train", per_instr)
-        random.Random(f"{self.seed}/mix").shuffle(data)
-        return data
+        rng = random.Random(f"{self.seed}/mix")
+        rng.shuffle(data)
+        return [replace(e, system=PIRATE_SYSTEM, answer=pirate_rewrite(e.answer, rng))
+                if rng.random() < PIRATE_FRACTION else e for e in data]
 
     def tokenizer_corpus(self) -> list[str]:
         """Plain texts the tokenizer is trained on (both splits: a tokenizer is not a model)."""
-        texts = list(EXTRA_VOCAB_TEXT) + [s for s in SYSTEM_PROMPTS if s]
+        texts = list(EXTRA_VOCAB_TEXT) + [s for s in SYSTEM_PROMPTS if s] + [PIRATE_SYSTEM]
         texts += [" ".join(WORDS), " ".join(w.upper() for w in WORDS), " ".join(w.capitalize() for w in WORDS)]
         for task in TASKS:
             for split in ("train", "eval"):
