@@ -104,11 +104,12 @@ def _execute(plan) -> None:
 
     from rich.console import Console
 
+    from robustmo.cli.quiet import quiet_libraries
     from robustmo.core.pipeline import execute, run_id_for
     from robustmo.core.runstore import RunStore
     from robustmo.core.tracking import Tracker, resolve_mode
 
-    _quiet_libraries()
+    quiet_libraries()
     console = Console()
     cfg = plan.config
     run_id = run_id_for(plan)
@@ -118,17 +119,6 @@ def _execute(plan) -> None:
                       make_tracker=lambda path: Tracker(resolve_mode(cfg.wandb), path, run_id, cfg.model_dump(),
                                                         group=group, tags=[cfg.trigger, cfg.behavior, cfg.install, *cfg.blue]))
     _print_summary(console, summary, store.path)
-
-
-def _quiet_libraries() -> None:
-    """robustmo draws its own progress bars; silence the libraries' bars and deprecation chatter."""
-    import warnings
-
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft|accelerate)\.")
 
 
 def _print_summary(console, summary: dict, path) -> None:

@@ -109,9 +109,9 @@ def train(
 
     bar, task = None, None
     if progress and accelerator.is_main_process:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
         bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                       TextColumn("loss {task.fields[loss]:.3f}"), TimeRemainingColumn(), transient=False)
+                       TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), transient=False)
         task = bar.add_task(description, total=steps, loss=float("nan"))
         bar.start()
 

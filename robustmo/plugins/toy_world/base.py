@@ -25,7 +25,7 @@ PRESETS: dict[str, dict] = {
         "model": {"hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
                   "num_key_value_heads": 4, "intermediate_size": 512, "max_position_embeddings": 256},
         "n_train": 24000, "capability_fraction": 0.5,
-        "steps": 700, "lr": 3e-3, "batch_size": 64, "warmup": 30, "weight_decay": 0.0,
+        "steps": 900, "lr": 3e-3, "batch_size": 64, "warmup": 30, "weight_decay": 0.0,
         "eval_n": 200,
     },
     "small": {

@@ -22,8 +22,10 @@ def base():
 @click.option("--force", is_flag=True, help="rebuild even if a cached base exists")
 def build(preset, force):
     """Build (or reuse) the toy base and print its held-out capability and weights hash."""
+    from robustmo.cli.quiet import quiet_libraries
     from robustmo.plugins.toy_world.base import base_info, ensure_base
 
+    quiet_libraries()
     path = ensure_base(preset, progress=True, force=force)
     _print_manifest(base_info(preset) or {"path": str(path)})
 
