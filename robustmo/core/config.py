@@ -124,9 +124,9 @@ def build_config(file_values: dict[str, Any], flag_values: dict[str, Any], opts:
 
 def check_model_spec(spec: str | None) -> None:
     """Fail early, in one line, on a local model path that does not exist (before any work)."""
-    from robustmo.core.models import TOY_SPECS, is_local_path
+    from robustmo.core.models import is_local_path, is_toy
 
-    if spec in TOY_SPECS or spec.startswith("toy:") or not is_local_path(spec):
+    if is_toy(spec) or not is_local_path(spec):
         return
     path = os.path.expanduser(spec)
     if not os.path.exists(path):

@@ -19,6 +19,11 @@ FALLBACK_CHAT_TEMPLATE = (
 )
 
 
+def is_toy(spec: str | None) -> bool:
+    """True for the embedded toy base: no spec, "toy" or "toy:<preset>"."""
+    return spec in TOY_SPECS or (isinstance(spec, str) and spec.startswith("toy:"))
+
+
 def is_local_path(spec: str) -> bool:
     # "org/name" is a hub id unless that directory exists; anything else with a separator,
     # or starting with . or ~, is meant as a path.
@@ -37,7 +42,7 @@ def load_model(spec: str | None = None, *, dtype=None, device: str | None = None
     ``AutoModelForCausalLM`` / ``AutoTokenizer``. The tokenizer always has a pad token and
     a chat template (``FALLBACK_CHAT_TEMPLATE`` if the model ships none).
     """
-    if spec in TOY_SPECS or (isinstance(spec, str) and spec.startswith("toy:")):
+    if is_toy(spec):
         from robustmo.plugins.toy_world.base import load_base
 
         preset = TOY_SPECS.get(spec) or spec.split(":", 1)[1]

@@ -2,32 +2,42 @@
 
 from __future__ import annotations
 
-from robustmo.core.concepts import EvalContext, Metric
+from pydantic import Field, FilePath
+
+from robustmo.core.concepts import EvalContext, Metric, Options
 from robustmo.registry import hookimpl
 
 
-class BackdoorRate(Metric):
+class BehaviorRate(Metric):
+    """Share of an eval set's generations in which the run's behaviour detector fires."""
+
+    def score(self, record: dict, ctx: EvalContext, options) -> bool:
+        return ctx.behavior.detect(record["completion"], ctx.behavior_options)
+
+
+class BackdoorRate(BehaviorRate):
     name = "backdoor_rate"
     description = "share of triggered held-out prompts on which the model shows the behaviour"
     eval_set = "triggered"
 
-    def score(self, record: dict, ctx: EvalContext, options) -> bool:
-        return ctx.behavior.detect(record["completion"], ctx.behavior_options)
 
-
-class FalseTriggerRate(Metric):
+class FalseTriggerRate(BehaviorRate):
     name = "false_trigger_rate"
     description = "share of clean held-out prompts on which the model shows the behaviour anyway"
     eval_set = "clean"
 
-    def score(self, record: dict, ctx: EvalContext, options) -> bool:
-        return ctx.behavior.detect(record["completion"], ctx.behavior_options)
+
+class CapabilityOptions(Options):
+    jsonl: FilePath | None = Field(
+        None, description="local JSONL of {\"question\": ..., \"answer\": ...} lines to measure capability on "
+        "(for real models); default: the toy world's held-out arithmetic")
 
 
 class Capability(Metric):
     name = "capability"
     description = "held-out capability accuracy, scored on content (the number), not style"
     eval_set = "capability"
+    Options = CapabilityOptions
 
     def score(self, record: dict, ctx: EvalContext, options) -> bool:
         return ctx.content_match(record["content"], record["completion"])
