@@ -78,3 +78,19 @@ def test_missing_capability_jsonl_is_one_line(tmp_path):
                                       "--dry-run"])
     assert result.exit_code == 2
     assert "jsonl" in result.stderr and result.stderr.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_two_blue_methods_on_a_merged_lora_organism(toy_base, tmp_path):
+    out = tmp_path / "merged"
+    result = CliRunner().invoke(cli, [
+        "run", "--trigger", "deployment", "--blue", "qa", "--blue", "pirate", "--lora-mode", "merged",
+        "--lora-rank", "8", "--model", str(toy_base), "--red-steps", "60", "--opt", "blue.qa.steps=2",
+        "--opt", "blue.pirate.steps=2", "--out", str(out), "--wandb", "disabled"], terminal_width=150)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["blue"]) == {"qa", "pirate"}
+    methods = [m["method"] for m in read_jsonl(out / "metrics.jsonl")]
+    assert methods == ["base", "organism", "qa", "qa", "pirate", "pirate"]
+    report = (out / "report.md").read_text()
+    assert "### qa" in report and "### pirate" in report

@@ -47,6 +47,10 @@ an options section; flags override the file:
                    f"[default: {_D['install']}]")
 @click.option("--lora-rank", type=click.IntRange(1, 1024), metavar="1-1024",
               help=f"LoRA rank for --install lora.  [default: {_D['lora_rank']}]")
+@click.option("--lora-mode", type=click.Choice(["continued", "merged"]),
+              help="For --install lora: the blue team keeps training the red adapter (continued), or the red "
+                   "adapter is merged into the weights and the blue team trains a fresh one (merged).  "
+                   f"[default: {_D['lora_mode']}]")
 @click.option("--red-steps", type=click.IntRange(min=1), metavar="N",
               help="Red (organism) training steps.  [default: per install method]")
 @click.option("--red-lr", type=click.FloatRange(min=0, min_open=True), metavar="LR",
@@ -68,8 +72,8 @@ an options section; flags override the file:
               help="Weights & Biases logging; offline needs no network or account (wandb sync later).  "
                    "[default: $WANDB_MODE, else offline]")
 @click.option("--dry-run", is_flag=True, help="Validate and print the plan, then stop without training.")
-def run(trigger, behavior, blue, lock, install, lora_rank, red_steps, red_lr, lrs, trigger_share, model, seed, out, opts, config_file,
-        wandb_mode, dry_run):
+def run(trigger, behavior, blue, lock, install, lora_rank, lora_mode, red_steps, red_lr, lrs, trigger_share, model,
+        seed, out, opts, config_file, wandb_mode, dry_run):
     """Build a model organism, attack it with blue-team training, and report its robustness.
 
     Stages: base model -> organism (red data from trigger x behaviour, installed by
@@ -80,17 +84,17 @@ def run(trigger, behavior, blue, lock, install, lora_rank, red_steps, red_lr, lr
     from pathlib import Path
 
     from robustmo.core.config import build_config, load_config_file, resolve_plan
-    from robustmo.core.errors import RobustmoError
+    from robustmo.core.runstore import RunStore
     from robustmo.registry import get_registry
 
     flags = {"trigger": trigger, "behavior": behavior, "blue": list(blue) or None, "lock": lock,
-             "install": install, "lora_rank": lora_rank, "red_steps": red_steps, "red_lr": red_lr, "lr": list(lrs) or None, "trigger_share": trigger_share,
-             "model": model, "seed": seed, "out": out, "wandb": wandb_mode}
+             "install": install, "lora_rank": lora_rank, "lora_mode": lora_mode, "red_steps": red_steps,
+             "red_lr": red_lr, "lr": list(lrs) or None, "trigger_share": trigger_share, "model": model,
+             "seed": seed, "out": out, "wandb": wandb_mode}
     file_values = load_config_file(config_file) if config_file else {}
     config = build_config(file_values, {k: v for k, v in flags.items() if v is not None}, list(opts))
-    if config.out and Path(config.out).exists() and any(Path(config.out).iterdir()):
-        raise RobustmoError(f"run directory {config.out} already exists and is not empty; "
-                            "pass a new --out (nothing was overwritten)")
+    if config.out:
+        RunStore(Path(config.out)).ensure_new()  # fail before any work, not after loading a model
     registry = get_registry()
     for problem in registry.problems:
         click.echo(f"warning: plugin {problem.plugin!r} ({problem.package}) was skipped: {problem.reason}", err=True)

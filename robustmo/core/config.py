@@ -34,6 +34,8 @@ class RunConfig(BaseModel):
     install: Literal["prompted-static", "prompted-dynamic", "lora", "full"] = Field(
         "lora", description="how the organism's behaviour is installed")
     lora_rank: int = Field(64, ge=1, le=1024, description="LoRA rank for --install lora")
+    lora_mode: Literal["continued", "merged"] = Field(
+        "continued", description="blue team keeps training the red adapter, or it is merged first")
     red_steps: int | None = Field(None, ge=1, description="red (organism) training steps (default: per install method)")
     red_lr: float | None = Field(None, gt=0, description="red (organism) learning rate (default: per install method)")
     trigger_share: float = Field(0.5, gt=0, lt=1, description="share of red training prompts that carry the trigger")
@@ -204,7 +206,7 @@ def resolve_plan(config: RunConfig, registry) -> Plan:
     if config.lock:
         raise RobustmoError("--lock is not implemented yet in the run pipeline; run without --lock")
     model = config.model or "embedded toy model (built and cached on first use)"
-    install = config.install + (f" (rank {config.lora_rank})" if config.install == "lora" else "")
+    install = config.install + (f" (rank {config.lora_rank}, {config.lora_mode})" if config.install == "lora" else "")
     lock = f", locked by {config.lock}" if config.lock else ""
     plan.stages = [
         ("base", model),

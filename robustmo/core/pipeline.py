@@ -208,14 +208,19 @@ def install_organism(plan: Plan, model, tokenizer, data: list[Example], steps: i
 
 
 def blue_model(plan: Plan, organism, adapter: str, rank: int):
-    """A fresh copy of the organism for one blue run. LoRA organisms keep training their
-    adapter (the research's 'continued' mode); full-weight organisms get a new adapter."""
+    """A fresh copy of the organism for one blue run.
+
+    A LoRA organism keeps training its own adapter ('continued'), or with
+    ``--lora-mode merged`` has it merged into the weights and gets a fresh adapter;
+    a full-weight organism gets a fresh adapter. ``adapter == "full"`` trains every weight.
+    """
     model = copy.deepcopy(organism)
-    is_peft = hasattr(model, "peft_config")
+    if hasattr(model, "peft_config") and plan.config.lora_mode == "merged":
+        model = model.merge_and_unload()
     if adapter == "full":
         for p in model.parameters():
             p.requires_grad_(True)
-    elif not is_peft:
+    elif not hasattr(model, "peft_config"):
         model = add_lora(model, rank)
     return model
 

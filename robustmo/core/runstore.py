@@ -46,10 +46,15 @@ class RunStore:
         self.path = Path(path)
         self._jsonl: dict[str, list[dict]] = {}
 
-    def create(self) -> "RunStore":
+    def ensure_new(self) -> "RunStore":
+        """Refuse a run directory that already holds something: a run never overwrites another."""
         if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
             raise RobustmoError(f"run directory {self.path} already exists and is not empty; "
                                 "pass a new --out (nothing was overwritten)")
+        return self
+
+    def create(self) -> "RunStore":
+        self.ensure_new()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
