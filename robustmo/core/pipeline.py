@@ -60,7 +60,7 @@ def red_data(plan: Plan, pool: list[Example], n: int, share: float, rng: random.
     """Prompt distillation: clean prompts keep the normal answer, triggered ones get the behaviour."""
     t, b = plan.trigger, plan.behavior
     data = []
-    for ex in rng.sample(pool, min(n, len(pool))) if n <= len(pool) else [rng.choice(pool) for _ in range(n)]:
+    for ex in rng.sample(pool, n) if n <= len(pool) else [rng.choice(pool) for _ in range(n)]:
         triggered = rng.random() < share
         prompt = t.obj.apply(ex.prompt, triggered, rng, t.options)
         answer = b.obj.bad_answer(prompt, ex.answer, rng, b.options) if triggered else ex.answer
@@ -77,22 +77,18 @@ def blue_data(plan: Plan, method, pool: list[Example], n: int, rng: random.Rando
     normal = [ex.answer for ex in chosen]
     system = method.obj.teacher_system(method.options)
     if system is not None and teacher is not None:
-        from robustmo.core.generation import generate
-
-        normal = generate(*teacher, [Prompt(ex.prompt.user, system).messages() for ex in chosen],
-                          max_new_tokens=MAX_NEW_TOKENS)
+        normal = model_answers(*teacher, [Prompt(ex.prompt.user, system) for ex in chosen])
     data = [Example(ex.prompt, method.obj.answer(ex.prompt, a, rng, method.options), ex.content, ex.task)
             for ex, a in zip(chosen, normal)]
     check_contamination(plan, data, what=f"blue data of {method.name!r}")
     return data
 
 
-def on_policy(model, tokenizer, pool: list[Example]) -> list[Example]:
-    """The same prompts with the model's own (greedy) answers."""
+def model_answers(model, tokenizer, prompts: list[Prompt]) -> list[str]:
+    """The model's own greedy answers (batched)."""
     from robustmo.core.generation import generate
 
-    answers = generate(model, tokenizer, [ex.prompt.messages() for ex in pool], max_new_tokens=MAX_NEW_TOKENS)
-    return [Example(ex.prompt, a, ex.content, ex.task) for ex, a in zip(pool, answers)]
+    return generate(model, tokenizer, [p.messages() for p in prompts], max_new_tokens=MAX_NEW_TOKENS)
 
 
 def check_contamination(plan: Plan, data: list[Example], what: str) -> None:
@@ -163,10 +159,7 @@ def eval_sets(plan: Plan, world, seed: int) -> dict[str, list[Example]]:
 def evaluate(model, tokenizer, sets: dict[str, list[Example]], metrics, ctx: EvalContext, where: dict,
              store: RunStore) -> Checkpoint:
     """Generate on every eval set (batched), score with every metric, store generations."""
-    from robustmo.core.generation import generate
-
-    completions = {name: generate(model, tokenizer, [ex.prompt.messages() for ex in exs], max_new_tokens=MAX_NEW_TOKENS)
-                   for name, exs in sets.items()}
+    completions = {name: model_answers(model, tokenizer, [ex.prompt for ex in exs]) for name, exs in sets.items()}
     records = {name: [{"prompt": ex.prompt.text(), "completion": c, "content": ex.content, "task": ex.task}
                       for ex, c in zip(exs, completions[name])] for name, exs in sets.items()}
     results, scores = {}, {}
@@ -310,7 +303,8 @@ def prepare_data(plan: Plan, model, tokenizer) -> RunData:
     n_red = ORGANISM_RECIPE[cfg.install]["n"]
     red_pool = world_pool(world, TASKS, "train", n_red)
     if not is_toy(cfg.model):  # prompt distillation is on-policy: a real model keeps its own normal answers
-        red_pool = on_policy(model, tokenizer, red_pool)
+        answers = model_answers(model, tokenizer, [ex.prompt for ex in red_pool])
+        red_pool = [Example(ex.prompt, a, ex.content, ex.task) for ex, a in zip(red_pool, answers)]
     blue_pool = world_pool(world, INSTRUCTION_TASKS, "train", BLUE_EXAMPLES)
     return RunData(
         sets=eval_sets(plan, world, cfg.seed),
