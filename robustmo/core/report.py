@@ -59,7 +59,7 @@ def render_markdown(summary: dict) -> str:
         f"# robustmo report: {summary['run_id']}",
         "",
         f"Organism: trigger `{cfg['trigger']}` -> behaviour `{cfg['behavior']}`, installed by `{cfg['install']}`"
-        + (f" (LoRA rank {cfg['lora_rank']})" if cfg["install"] == "lora" else "")
+        + (f" (LoRA rank {cfg['lora_rank']}, {cfg['lora_mode']})" if cfg["install"] == "lora" else "")
         + f", on {summary['model']}; seed {cfg['seed']}.",
         "",
         "## Base model and organism (before blue training)",
