@@ -119,3 +119,16 @@ def test_high_lr_trains_on_the_organisms_own_clean_answers(toy_base, tmp_path):
     sample = data[:40]
     prompts = [Prompt(r["prompt"].split("\n", 1)[1], r["prompt"].split("\n", 1)[0]) for r in sample]
     assert model_answers(organism, tokenizer, prompts) == [r["answer"] for r in sample]
+
+
+@pytest.mark.slow
+def test_same_seed_same_results(toy_base, tmp_path):
+    def metrics(name):
+        out = tmp_path / name
+        result = CliRunner().invoke(cli, ["run", "--model", str(toy_base), "--red-steps", "30", "--lora-rank", "8",
+                                          "--opt", "blue.pirate.steps=2", "--out", str(out), "--wandb", "disabled"])
+        assert result.exit_code == 0, result.output + repr(result.exception)
+        return [row["metrics"] for row in read_jsonl(out / "metrics.jsonl")], read_jsonl(out / "generations.jsonl")
+
+    first, second = metrics("a"), metrics("b")
+    assert first == second  # LoRA init, data order and training are all seeded

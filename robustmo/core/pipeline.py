@@ -189,9 +189,12 @@ def conversations(data: list[Example]) -> list[list[dict[str, str]]]:
     return [ex.prompt.messages() + [{"role": "assistant", "content": ex.answer}] for ex in data]
 
 
-def add_lora(model, rank: int):
+def add_lora(model, rank: int, seed: int = 0):
+    """A LoRA adapter on every linear layer; its random init is seeded so runs repeat exactly."""
+    import torch
     from peft import LoraConfig, get_peft_model
 
+    torch.manual_seed(seed)
     return get_peft_model(model, LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, target_modules="all-linear"))
 
 
@@ -200,7 +203,7 @@ def install_organism(plan: Plan, model, tokenizer, data: list[Example], steps: i
     from robustmo.core.training import train
 
     if plan.config.install == "lora":
-        model = add_lora(model, plan.config.lora_rank)
+        model = add_lora(model, plan.config.lora_rank, seed)
     train(model, tokenizer, conversations(data), lr=lr, steps=steps, seed=seed, progress=progress,
           description="organism: red training")
     return model
@@ -220,7 +223,7 @@ def blue_model(plan: Plan, organism, adapter: str, rank: int):
         for p in model.parameters():
             p.requires_grad_(True)
     elif not hasattr(model, "peft_config"):
-        model = add_lora(model, rank)
+        model = add_lora(model, rank, plan.config.seed)
     return model
 
 
