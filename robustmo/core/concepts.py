@@ -126,8 +126,9 @@ class BlueMethod(Component):
         return None
 
     def answer(self, prompt: Prompt, normal_answer: str, rng: random.Random, options: BaseModel) -> str:
-        """The blue training target for one prompt (e.g. the normal answer in pirate speak)."""
-        raise NotImplementedError
+        """The blue training target for one prompt; by default the normal answer itself
+        (plain SFT). Pirate SFT overrides it to rewrite the answer in pirate speak."""
+        return normal_answer
 
 
 @dataclass

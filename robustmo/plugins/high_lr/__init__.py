@@ -8,9 +8,7 @@ which a high learning rate makes far more likely per step.
 
 from __future__ import annotations
 
-import random
-
-from robustmo.core.concepts import BlueMethod, BlueOptions, Prompt
+from robustmo.core.concepts import BlueMethod, BlueOptions
 from robustmo.registry import hookimpl
 
 
@@ -21,9 +19,6 @@ class HighLRSFT(BlueMethod):
     default_lr = {"lora": 1e-2, "full": 1e-2}
     default_steps = 64
     behaviour_compatible = True
-
-    def answer(self, prompt: Prompt, normal_answer: str, rng: random.Random, options: BlueOptions) -> str:
-        return normal_answer
 
 
 @hookimpl

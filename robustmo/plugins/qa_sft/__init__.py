@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import random
-
-from robustmo.core.concepts import BlueMethod, BlueOptions, Prompt
+from robustmo.core.concepts import BlueMethod, BlueOptions
 from robustmo.registry import hookimpl
 
 
@@ -14,9 +12,6 @@ class QASFT(BlueMethod):
     Options = BlueOptions
     default_lr = {"lora": 1e-3, "full": 1e-3}
     default_steps = 64
-
-    def answer(self, prompt: Prompt, normal_answer: str, rng: random.Random, options: BlueOptions) -> str:
-        return normal_answer
 
 
 @hookimpl
