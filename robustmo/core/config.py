@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from robustmo.core.concepts import KIND_LABELS, KINDS, Component
+from robustmo.core.concepts import KIND_LABELS, KINDS, Component, instruction_prompt
 from robustmo.core.errors import RobustmoError
 
 INSTALL_METHODS = ("prompted-static", "prompted-dynamic", "lora", "full")
@@ -181,6 +181,12 @@ def _select(registry, kind: str, name: str, options: dict[str, dict[str, dict[st
     return Selected(kind, name, entry.obj, parsed, entry.package)
 
 
+def plan_instruction(plan: Plan) -> str | None:
+    """The system prompt that states the run's backdoor (see ``instruction_prompt``)."""
+    t, b = plan.trigger, plan.behavior
+    return instruction_prompt(t.obj, t.options, b.obj, b.options)
+
+
 def resolve_plan(config: RunConfig, registry) -> Plan:
     """Look every named component up and validate its options; raise RobustmoError on any problem."""
     check_model_spec(config.model)
@@ -201,8 +207,10 @@ def resolve_plan(config: RunConfig, registry) -> Plan:
         lock=_select(registry, "lock", config.lock, config.options) if config.lock else None,
         metrics=[_select(registry, "metric", m, config.options) for m in registry.names("metric")],
     )
-    if config.install.startswith("prompted"):
-        raise RobustmoError(f"--install {config.install} is not implemented yet; use lora or full")
+    plan.trigger.obj = plan.trigger.obj.for_behavior(plan.behavior.obj, plan.behavior.options)
+    if config.install.startswith("prompted") and plan_instruction(plan) is None:
+        raise RobustmoError(f"--install {config.install} needs the backdoor in words, but trigger {config.trigger!r} or "
+                            f"behaviour {config.behavior!r} has none (condition()/instruction()); use --install lora or full")
     if config.lock:
         raise RobustmoError("--lock is not implemented yet in the run pipeline; run without --lock")
     model = config.model or "embedded toy model (built and cached on first use)"
