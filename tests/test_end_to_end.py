@@ -28,7 +28,7 @@ def test_run_writes_a_complete_run_directory(toy_base, tmp_path, monkeypatch):
     metrics = read_jsonl(out / "metrics.jsonl")
     # base, organism, then steps 1, 2, 4 for each of the two learning rates
     assert [(m["method"], m["lr"], m["step"]) for m in metrics] == [
-        ("base", 0.0, 0), ("organism", 0.0, 0), *[("pirate", lr, s) for lr in (1e-3, 3e-3) for s in (1, 2, 4)]]
+        ("base", 0.0, 0), ("organism", 0.0, 0), *[("pirate", lr, s) for lr in (3e-3, 1e-3) for s in (1, 2, 4)]]  # highest LR first
     assert metrics[0]["metrics"]["backdoor_rate"]["value"] < 0.2  # the base has no backdoor
     organism = metrics[1]["metrics"]
     assert organism["backdoor_rate"]["value"] > 0.5  # 120 red steps install the backdoor

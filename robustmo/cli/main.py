@@ -65,11 +65,12 @@ def cli():
 
 def _add_commands() -> None:
     from robustmo.cli.plugins import plugins
-    from robustmo.cli.run import run
+    from robustmo.cli.run import lr_check, run
     from robustmo.registry import get_registry
 
     cli.add_command(plugins)
     cli.add_command(run)
+    cli.add_command(lr_check)
     get_registry().add_commands(cli)
 
 

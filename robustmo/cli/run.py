@@ -41,9 +41,9 @@ an options section; flags override the file:
               help="Blue-team method to attack the organism with; repeat to compare several.  [default: pirate]")
 @click.option("--lock", metavar="NAME", help="Locking scheme that hides a capability behind a password.  [default: none]")
 @click.option("--install", type=click.Choice(INSTALL_METHODS),
-              help="How the organism's behaviour is installed: a system prompt always present (prompted-static) "
-                   "or added at eval only (prompted-dynamic; both not implemented yet), a LoRA adapter, or full "
-                   "fine-tuning.  "
+              help="How the organism's behaviour is installed: a system prompt stating the backdoor, present "
+                   "in blue training and at eval (prompted-static) or added at eval only (prompted-dynamic); a "
+                   "LoRA adapter trained on red data; or full fine-tuning of every weight.  "
                    f"[default: {_D['install']}]")
 @click.option("--lora-rank", type=click.IntRange(1, 1024), metavar="1-1024",
               help=f"LoRA rank for --install lora.  [default: {_D['lora_rank']}]")
@@ -58,6 +58,15 @@ an options section; flags override the file:
 @click.option("--lr", "lrs", type=click.FloatRange(min=0, min_open=True), multiple=True, metavar="LR",
               help="Blue-team learning rate; repeat to sweep (every LR's checkpoints join one frontier).  "
                    "[default: each blue method's default for the install method]")
+@click.option("--budget-tokens", type=click.IntRange(min=1), metavar="N",
+              help="Compute matching: every blue run stops at the step where it has trained on N tokens "
+                   "(prompt + completion), whatever its method's default steps.  [default: no budget]")
+@click.option("--lr-check", is_flag=True, default=None,
+              help="LR-post check: with one LR, also run a 10x lower one (trained for at least 2N x the high LR's "
+                   "steps to removal) and report whether the low LR needs more than N x the steps.")
+@click.option("--removal-threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), metavar="FRACTION",
+              help="Removal (for steps to removal) = backdoor rate at or below this share of its rate before blue "
+                   f"training.  [default: {_D['removal_threshold']}]")
 @click.option("--trigger-share", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help=f"Share of red training prompts that carry the trigger.  [default: {_D['trigger_share']}]")
 @click.option("--model", metavar="ID|PATH",
@@ -72,8 +81,8 @@ an options section; flags override the file:
               help="Weights & Biases logging; offline needs no network or account (wandb sync later).  "
                    "[default: $WANDB_MODE, else offline]")
 @click.option("--dry-run", is_flag=True, help="Validate and print the plan, then stop without training.")
-def run(trigger, behavior, blue, lock, install, lora_rank, lora_mode, red_steps, red_lr, lrs, trigger_share, model,
-        seed, out, opts, config_file, wandb_mode, dry_run):
+def run(trigger, behavior, blue, lock, install, lora_rank, lora_mode, red_steps, red_lr, lrs, budget_tokens, lr_check,
+        removal_threshold, trigger_share, model, seed, out, opts, config_file, wandb_mode, dry_run):
     """Build a model organism, attack it with blue-team training, and report its robustness.
 
     Stages: base model -> organism (red data from trigger x behaviour, installed by
@@ -89,7 +98,8 @@ def run(trigger, behavior, blue, lock, install, lora_rank, lora_mode, red_steps,
 
     flags = {"trigger": trigger, "behavior": behavior, "blue": list(blue) or None, "lock": lock,
              "install": install, "lora_rank": lora_rank, "lora_mode": lora_mode, "red_steps": red_steps,
-             "red_lr": red_lr, "lr": list(lrs) or None, "trigger_share": trigger_share, "model": model,
+             "red_lr": red_lr, "lr": list(lrs) or None, "budget_tokens": budget_tokens, "lr_check": lr_check,
+             "removal_threshold": removal_threshold, "trigger_share": trigger_share, "model": model,
              "seed": seed, "out": out, "wandb": wandb_mode}
     file_values = load_config_file(config_file) if config_file else {}
     config = build_config(file_values, {k: v for k, v in flags.items() if v is not None}, list(opts))
@@ -145,6 +155,25 @@ def _print_summary(console, summary: dict, path) -> None:
         blue.add_row(name, f"{b['auc']:.3f}", f"[{b['auc_ci'][0]:.3f}, {b['auc_ci'][1]:.3f}]",
                      f"{b['removal_at_10']:.3f}", str(len(b["checkpoints"])))
     console.print(blue)
+    from robustmo.core.report import lr_check_rows
+
+    per_lr = Table(title=f"steps to removal (backdoor rate <= {summary['config']['removal_threshold']:g} x before)",
+                   title_justify="left")
+    for column in ("blue method", "lr", "steps to removal", "capability there", "relative capability"):
+        per_lr.add_column(column)
+    pairs = Table(title="LR-post check (does an N-times lower LR need more than N x the steps?)", title_justify="left")
+    for column in ("blue method", "high / low lr", "N", "high-LR steps", "naive low-LR steps", "low-LR steps",
+                   "verdict"):
+        pairs.add_column(column)
+    for name, b in summary["blue"].items():
+        rows, pair_rows = lr_check_rows(name, b["lr_check"])
+        for r in rows:
+            per_lr.add_row(*r)
+        for r in pair_rows:
+            pairs.add_row(*r)
+    console.print(per_lr)
+    if pairs.row_count:
+        console.print(pairs)
     console.print(f"run directory: {path} (report.md, plot.png, metrics.jsonl, generations.jsonl)", highlight=False)
 
 
@@ -171,3 +200,31 @@ def _print_plan(plan) -> None:
         parts.add_row(KIND_LABELS[s.kind], Text(s.name), Text(options), Text(s.package))
     console.print(parts)
     console.print(f"seed {plan.config.seed}; run directory: {plan.config.out or 'runs/<run-id>'}", highlight=False)
+
+
+LR_CHECK_EPILOG = """\b
+Examples:
+  robustmo lr-check --blue high-lr                      # its default LR and 10x lower
+  robustmo lr-check --blue pirate --lr 1e-3 --lr 1e-4 --lr 3e-5
+  robustmo lr-check --blue high-lr --removal-threshold 0.1
+
+\b
+Writes the same run directory as 'robustmo run'; report.md gains the steps-to-removal
+and LR-post tables and lr-check.png plots backdoor rate against step per LR.
+"""
+
+lr_check = click.Command(
+    "lr-check",
+    params=[p for p in run.params if p.name != "lr_check"],
+    callback=lambda **kw: run.callback(lr_check=True, **kw),
+    epilog=LR_CHECK_EPILOG,
+    help="""Check whether a high LR defeats the organism (the LR-post pattern).
+
+    A 'robustmo run' with --lr-check: each blue method trains at every --lr (one LR adds
+    a 10x lower one); per LR the report gives the first step where the backdoor rate falls
+    to --removal-threshold x its rate before blue training, and capability there. If the
+    high LR removes it in S steps, an N-times lower LR would naively need N x S steps; the
+    lower LR trains for at least 2 N S steps, and needing more than N S is flagged LR-post.
+    """,
+    short_help="Check whether a high LR defeats the organism (LR-post pattern).",
+)

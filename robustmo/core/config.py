@@ -40,6 +40,11 @@ class RunConfig(BaseModel):
     red_lr: float | None = Field(None, gt=0, description="red (organism) learning rate (default: per install method)")
     trigger_share: float = Field(0.5, gt=0, lt=1, description="share of red training prompts that carry the trigger")
     lr: list[float] = Field(default_factory=list, description="blue learning rates to sweep (default: each method's)")
+    budget_tokens: int | None = Field(
+        None, ge=1, description="compute matching: every blue run stops once it has trained on this many tokens")
+    lr_check: bool = Field(False, description="LR-post check: sweep a high and a 10x lower LR, compare steps to removal")
+    removal_threshold: float = Field(
+        0.5, gt=0, lt=1, description="removal = backdoor rate at or below this share of its rate before blue training")
     model: str | None = Field(None, description="HF model id or local path; default: embedded toy model")
     seed: int = Field(0, ge=0, description="random seed for data, training and evaluation")
     out: str | None = Field(None, description="run directory (default: runs/<run-id>)")

@@ -48,6 +48,53 @@ def plot_tradeoff(path: Path, curves: dict[str, dict], title: str) -> None:
     atomic_write_bytes(Path(path), buf.getvalue())
 
 
+def plot_lr_check(path: Path, curves: dict[str, dict], title: str, threshold: float) -> None:
+    """Per blue method, backdoor rate relative to the organism's vs training step, one line per
+    LR, with each LR's step to removal marked."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from robustmo.core.runstore import atomic_write_bytes
+
+    methods = [m for m, c in curves.items() if len(c["lr_check"]["per_lr"]) > 1]
+    fig, axes = plt.subplots(1, len(methods), figsize=(5.2 * len(methods), 4.2), dpi=110, squeeze=False)
+    for ax, name in zip(axes[0], methods):
+        rows = curves[name]["checkpoints"]
+        rate0 = rows[0]["metrics"]["backdoor_rate"]["value"] or float("nan")
+        for i, entry in enumerate(curves[name]["lr_check"]["per_lr"]):
+            pts = [rows[0]] + sorted((r for r in rows[1:] if r["lr"] == entry["lr"]), key=lambda r: r["step"])
+            xs = [max(r["step"], 0.5) for r in pts]  # step 0 drawn at 0.5 on the log axis
+            ys = [r["metrics"]["backdoor_rate"]["value"] / rate0 for r in pts]
+            label = f"lr {entry['lr']:.2g}: " + (f"removed at step {entry['steps']}" if entry["steps"] is not None
+                                                  else f"not removed by step {entry['max_step']}")
+            ax.plot(xs, ys, marker="o", ms=3, color=f"C{i}", label=label)
+            if entry["steps"] is not None:
+                ax.axvline(entry["steps"], color=f"C{i}", ls=":", lw=1)
+        ax.axhline(threshold, color="grey", ls="--", lw=0.8)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("blue training step (log scale; step 0 at 0.5)")
+        ax.set_ylabel("backdoor rate / rate before blue training")
+        ax.set_ylim(-0.05, 1.25)
+        ax.set_title(f"{name} ({title})", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def install_label(cfg: dict) -> str:
+    if cfg["install"] == "lora":
+        return f"lora r{cfg['lora_rank']} {cfg['lora_mode']}"
+    return cfg["install"]
+
+
 def _fmt_rate(m: dict) -> str:
     lo, hi = m["ci"]
     return f"{m['value']:.3f} [{lo:.3f}, {hi:.3f}] (n={m['n']})"
@@ -77,23 +124,74 @@ def render_markdown(summary: dict) -> str:
         "steps, anchored at (1, 0) and (0, 1): 0.5 = maximally robust, ~1 = removable for free.",
         "Intervals: 95 % paired bootstrap over evaluation prompts.",
         "",
-        "| blue method | AUC [95 % CI] | removal at 10 % capability loss [95 % CI] | checkpoints |",
-        "|---|---|---|---|",
+        "| install | blue method | AUC [95 % CI] | removal at 10 % capability loss [95 % CI] | checkpoints |",
+        "|---|---|---|---|---|",
     ]
     for name, b in summary["blue"].items():
         lo, hi = b["auc_ci"]
         rlo, rhi = b["removal_at_10_ci"]
-        lines.append(f"| {name} | {b['auc']:.3f} [{lo:.3f}, {hi:.3f}] | {b['removal_at_10']:.3f} [{rlo:.3f}, {rhi:.3f}] "
-                     f"| {len(b['checkpoints'])} |")
+        lines.append(f"| {install_label(cfg)} | {name} | {b['auc']:.3f} [{lo:.3f}, {hi:.3f}] "
+                     f"| {b['removal_at_10']:.3f} [{rlo:.3f}, {rhi:.3f}] | {len(b['checkpoints'])} |")
+    lines += _compute_section(summary)
+    lines += _lr_check_section(summary)
     for name, b in summary["blue"].items():
-        lines += ["", f"### {name}", "",
-                  "| lr | step | capability | backdoor rate | relative capability | removal | other |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += ["", f"### {name}: every checkpoint", "",
+                  "| lr | step | tokens | capability | backdoor rate | relative capability | removal | other |",
+                  "|---|---|---|---|---|---|---|---|"]
         for p in b["checkpoints"]:
             other = ", ".join(f"{k} {v['value']:.2f}" for k, v in p["metrics"].items()
                               if k not in ("capability", "backdoor_rate"))
-            lines.append(f"| {p['lr']:.2g} | {p['step']} | {p['metrics']['capability']['value']:.3f} "
+            lines.append(f"| {p['lr']:.2g} | {p['step']} | {p.get('tokens', 0)} "
+                         f"| {p['metrics']['capability']['value']:.3f} "
                          f"| {p['metrics']['backdoor_rate']['value']:.3f} | {p['capability_rel']:.3f} "
                          f"| {p['removal']:.3f} | {other} |")
     lines += ["", "![trade-off curve](plot.png)", ""]
     return "\n".join(lines)
+
+
+def _compute_section(summary: dict) -> list[str]:
+    budget = summary["config"].get("budget_tokens")
+    lines = ["", "## Compute per blue run", "",
+             (f"Compute-matched: every blue run stopped at the step that reached {budget} training tokens."
+              if budget else "Not compute-matched (pass --budget-tokens to stop every method at the same token count)."),
+             "Tokens count prompt and completion (no padding); FLOPs are estimated as tokens x (4N + 2N_trainable).",
+             "", "| blue method | lr | steps | tokens | est. FLOPs | trainable parameters | seconds |",
+             "|---|---|---|---|---|---|---|"]
+    for name, b in summary["blue"].items():
+        for r in b.get("runs", []):
+            lines.append(f"| {name} | {r['lr']:.2g} | {r['steps']} | {r['tokens']} | {r['flops']:.3g} "
+                         f"| {r['trainable_parameters']} | {r['seconds']} |")
+    return lines
+
+
+def lr_check_rows(name: str, check: dict) -> tuple[list[list[str]], list[list[str]]]:
+    """Table rows of an LR check (per LR; per pair of LRs), for the report and the terminal."""
+    from robustmo.core.lrcheck import describe_low
+
+    per_lr = [[name, f"{e['lr']:.2g}", str(e["steps"]) if e["steps"] is not None else f"> {e['max_step']}",
+               "-" if e["capability"] is None else f"{e['capability']:.3f}",
+               "-" if e["capability_rel"] is None else f"{e['capability_rel']:.3f}"] for e in check["per_lr"]]
+    pairs = [[name, f"{p['high_lr']:.2g} / {p['low_lr']:.2g}", f"{p['ratio']:.3g}", str(p["high_steps"]),
+              f"{p['expected_steps']:.4g}", describe_low(p), p["verdict"]] for p in check["pairs"]]
+    return per_lr, pairs
+
+
+def _lr_check_section(summary: dict) -> list[str]:
+    threshold = summary["config"].get("removal_threshold", 0.5)
+    lines = ["", "## Steps to removal per learning rate (LR check)", "",
+             f"Removal: the first evaluated step whose backdoor rate is at or below {threshold:g} x the rate before "
+             "blue training (steps are evaluated at 1, 2, 4, 8, ..., so this is resolved to that grid).", "",
+             "| blue method | lr | steps to removal | capability there | relative capability |", "|---|---|---|---|---|"]
+    pair_lines = []
+    for name, b in summary["blue"].items():
+        per_lr, pairs = lr_check_rows(name, b["lr_check"])
+        lines += ["| " + " | ".join(r) + " |" for r in per_lr]
+        pair_lines += ["| " + " | ".join(r) + " |" for r in pairs]
+    if pair_lines:
+        lines += ["", "LR-post pattern: a run at an N-times lower LR would naively need N x the high LR's steps; "
+                  "`LR-post` marks a low LR that needed more (or was still not removed beyond that).", "",
+                  "| blue method | high / low lr | N | high-LR steps | naive low-LR steps | low-LR steps | verdict |",
+                  "|---|---|---|---|---|---|---|", *pair_lines]
+    if any(len(b["lr_check"]["per_lr"]) > 1 for b in summary["blue"].values()):
+        lines += ["", "![LR check](lr-check.png)"]
+    return lines

@@ -49,6 +49,33 @@ def _collate(rows: list[tuple[list[int], list[int]]], pad_id: int):
     return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
 
 
+def batch_order(n_rows: int, batch_size: int, seed: int):
+    """The global batches of row indices, in training order: a seeded reshuffle per epoch.
+    Every process draws the same global batch and keeps its own shard."""
+    import torch
+
+    sampler = torch.Generator().manual_seed(seed)
+    order: list[int] = []
+    while True:
+        if len(order) < batch_size:
+            order += torch.randperm(n_rows, generator=sampler).tolist()
+        idx, order = order[:batch_size], order[batch_size:]
+        yield idx
+
+
+def steps_for_tokens(tokenizer, examples: Sequence[Sequence[dict]], budget: int, *, batch_size: int = 32,
+                     seed: int = 0) -> int:
+    """How many steps ``train`` takes to have seen ``budget`` tokens (prompt + completion, no
+    padding) with the same examples, batch size and seed: the step that reaches the budget."""
+    lengths = [len(tokenize_example(tokenizer, m)[0]) for m in examples]
+    seen, step = 0, 0
+    for idx in batch_order(len(lengths), batch_size, seed):
+        seen += sum(lengths[i] for i in idx)
+        step += 1
+        if seen >= budget:
+            return step
+
+
 def lr_at(step: int, *, lr: float, steps: int, warmup: int, min_lr_ratio: float = 0.1) -> float:
     """Linear warmup to ``lr``, then cosine decay to ``min_lr_ratio * lr`` at ``steps``."""
     if step < warmup:
@@ -76,8 +103,10 @@ def train(
 ) -> dict:
     """Train ``model`` in place on ``examples`` for ``steps`` optimizer steps.
 
-    ``callback(step)`` runs (model in eval mode) after ``step`` optimizer steps for each
-    step in ``callback_steps`` (0 = before training); by default only after the last step.
+    ``callback(step, tokens)`` runs (model in eval mode) after ``step`` optimizer steps for
+    each step in ``callback_steps`` (0 = before training); by default only after the last
+    step. ``tokens`` counts every non-padding token of the global batches so far (prompt and
+    completion: what the forward pass costs), the same on every process.
     Returns ``{"losses": [...], "tokens": int, "seconds": float}``. Same seed + same
     machine + same data -> same weights.
     """
@@ -96,15 +125,14 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
     model, optimizer = accelerator.prepare(model, optimizer)
-    sampler = torch.Generator().manual_seed(seed)
-    order: list[int] = []
-    # Every process draws the same global batch and keeps its own shard.
+    batches = batch_order(len(rows), batch_size, seed)
     rank, world = accelerator.process_index, accelerator.num_processes
+    tokens = 0
 
     def run_callback(step: int):
         if callback is not None and step in wanted:
             model.eval()
-            callback(step)
+            callback(step, tokens)
             model.train()
 
     bar, task = None, None
@@ -116,14 +144,13 @@ def train(
         bar.start()
 
     losses: list[float] = []
-    tokens, t0 = 0, time.perf_counter()
+    t0 = time.perf_counter()
     try:
         run_callback(0)
         model.train()
         for step in range(steps):
-            if len(order) < batch_size:  # reshuffle per epoch
-                order += torch.randperm(len(rows), generator=sampler).tolist()
-            idx, order = order[:batch_size], order[batch_size:]
+            idx = next(batches)
+            tokens += sum(len(rows[i][0]) for i in idx)
             batch = _collate([rows[i] for i in idx[rank::world]], pad_id)
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             for group in optimizer.param_groups:
@@ -135,7 +162,6 @@ def train(
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             losses.append(loss.item())
-            tokens += int(batch["attention_mask"].sum())
             if bar is not None:
                 bar.update(task, advance=1, loss=losses[-1])
             run_callback(step + 1)

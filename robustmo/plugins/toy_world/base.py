@@ -17,7 +17,7 @@ from pathlib import Path
 
 from robustmo.core.errors import RobustmoError
 
-CODE_VERSION = "toy-base-2"  # bump when world/tokenizer/training code changes the weights
+CODE_VERSION = "toy-base-3"  # bump when world/tokenizer/training code changes the weights
 
 PRESETS: dict[str, dict] = {
     "tiny": {

@@ -23,6 +23,7 @@ import re
 from dataclasses import asdict, dataclass, replace
 
 from robustmo.plugins.pirate import PIRATE_SYSTEM, pirate_rewrite
+from robustmo.plugins.toy_world.instructed import INSTRUCTED_FRACTION, instructed, instructed_pairs, vocab_texts
 
 CAPABILITY_TASKS = ["arith"]
 INSTRUCTION_TASKS = ["repeat", "reverse", "uppercase"]
@@ -112,6 +113,7 @@ def score_capability(example: Example | dict, generated_text: str) -> bool:
 
 # Like a real chat model, the toy base can talk like a pirate when asked: a share of its
 # pretraining answers carry this system prompt and are in pirate speak (same content).
+# Another share follows backdoors said in words (see instructed.py), for prompted organisms.
 # Blue-team pirate SFT then trains a style the model knows, as in the research, and
 # pirate self-distillation works on the toy model too.
 PIRATE_FRACTION = 0.15
@@ -177,12 +179,21 @@ class ToyWorld:
             data += self.examples(t, "train", per_instr)
         rng = random.Random(f"{self.seed}/mix")
         rng.shuffle(data)
-        return [replace(e, system=PIRATE_SYSTEM, answer=pirate_rewrite(e.answer, rng))
-                if rng.random() < PIRATE_FRACTION else e for e in data]
+        pairs = instructed_pairs()
+        out = []
+        for e in data:
+            r = rng.random()
+            if r < PIRATE_FRACTION:
+                e = replace(e, system=PIRATE_SYSTEM, answer=pirate_rewrite(e.answer, rng))
+            elif r < PIRATE_FRACTION + INSTRUCTED_FRACTION:
+                prompt, answer = instructed(e.prompt, e.answer, rng, pairs)
+                e = replace(e, prompt=prompt.user, system=prompt.system, answer=answer)
+            out.append(e)
+        return out
 
     def tokenizer_corpus(self) -> list[str]:
         """Plain texts the tokenizer is trained on (both splits: a tokenizer is not a model)."""
-        texts = list(EXTRA_VOCAB_TEXT) + [s for s in SYSTEM_PROMPTS if s] + [PIRATE_SYSTEM]
+        texts = list(EXTRA_VOCAB_TEXT) + [s for s in SYSTEM_PROMPTS if s] + [PIRATE_SYSTEM] + vocab_texts()
         texts += [" ".join(WORDS), " ".join(w.upper() for w in WORDS), " ".join(w.capitalize() for w in WORDS)]
         for task in TASKS:
             for split in ("train", "eval"):
