@@ -67,7 +67,8 @@ def test_bad_model_path_writes_nothing(runner, tmp_path):
     (["run", "--opt", "oops"], "expected kind.name.key=value"),
     (["run", "--model", "/definitely/not/here"], "path does not exist"),
     (["run", "--config", "missing.yaml"], "does not exist"),
-    (["run", "--lock", "password"], "unknown locking scheme 'password'"),
+    (["run", "--lock", "passwrd"], "unknown locking scheme 'passwrd'"),
+    (["run", "--lock", "password", "--install", "prompted-dynamic"], "use it with --install lora or full"),
     (["run", "--bogus"], "No such option"),
     (["nonsense"], "No such command"),
 ])

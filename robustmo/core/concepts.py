@@ -125,11 +125,24 @@ def instruction_prompt(trigger: Trigger, trigger_options: BaseModel, behavior: B
 
 
 class LockingScheme(Component):
-    """Locks a capability: strong answers only when the password is present."""
+    """Locks a capability (Greenblatt, Roger et al. 2024): the organism answers capability
+    questions well only when the password is in the prompt, and imitates a weak policy
+    otherwise. Its options should carry ``lock_fraction`` (share of locked-task red data that
+    carries the password) and may carry ``wrap_backdoor`` (the trigger's behaviour then fires
+    only when the password is present too: a password-locked backdoor)."""
 
     kind: ClassVar[str] = "lock"
 
-    def apply(self, prompt: Prompt, locked: bool, rng: random.Random, options: BaseModel) -> Prompt:
+    def unlock(self, prompt: Prompt, rng: random.Random, options: BaseModel) -> Prompt:
+        """``prompt`` with the password in it."""
+        raise NotImplementedError
+
+    def present(self, text: str, options: BaseModel) -> bool:
+        """True when ``text`` carries the password; blue data must never do so."""
+        raise NotImplementedError
+
+    def weak_answer(self, prompt: Prompt, answer: str, content: str, rng: random.Random, options: BaseModel) -> str:
+        """What the weak policy says instead of the strong ``answer`` (expected ``content``)."""
         raise NotImplementedError
 
 
@@ -177,7 +190,7 @@ class EvalContext:
     content_match: Callable[[str, str], bool]  # (expected content, generation) -> correct?
 
 
-EVAL_SETS = ("triggered", "clean", "capability")
+EVAL_SETS = ("triggered", "variants", "clean", "capability", "unlocked")
 
 
 class Metric(Component):
@@ -185,8 +198,11 @@ class Metric(Component):
     scores into value, n and a 95 % Wilson interval.
 
     ``eval_set`` says which prompts it scores: ``triggered`` (held-out prompts with the
-    trigger), ``clean`` (the same prompts with the clean counterpart) or ``capability``
-    (held-out capability questions, clean condition). A record holds ``prompt``,
+    trigger), ``variants`` (the same prompts with the trigger's held-out variants, when it
+    has any), ``clean`` (the same prompts with the clean counterpart), ``capability``
+    (held-out capability questions, clean condition; without the password when a lock is
+    used) or ``unlocked`` (the capability questions with the password; only with a lock).
+    A metric whose set a run does not have is skipped. A record holds ``prompt``,
     ``completion``, ``content`` (the expected content) and ``task``.
     """
 

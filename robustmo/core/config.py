@@ -216,8 +216,9 @@ def resolve_plan(config: RunConfig, registry) -> Plan:
     if config.install.startswith("prompted") and plan_instruction(plan) is None:
         raise RobustmoError(f"--install {config.install} needs the backdoor in words, but trigger {config.trigger!r} or "
                             f"behaviour {config.behavior!r} has none (condition()/instruction()); use --install lora or full")
-    if config.lock:
-        raise RobustmoError("--lock is not implemented yet in the run pipeline; run without --lock")
+    if config.lock and config.install.startswith("prompted"):
+        raise RobustmoError(f"--lock {config.lock} is trained into the weights; use it with --install lora or full, "
+                            f"not {config.install}")
     model = config.model or "embedded toy model (built and cached on first use)"
     install = config.install + (f" (rank {config.lora_rank}, {config.lora_mode})" if config.install == "lora" else "")
     lock = f", locked by {config.lock}" if config.lock else ""

@@ -105,7 +105,8 @@ def render_markdown(summary: dict) -> str:
     lines = [
         f"# robustmo report: {summary['run_id']}",
         "",
-        f"Organism: trigger `{cfg['trigger']}` -> behaviour `{cfg['behavior']}`, installed by `{cfg['install']}`"
+        f"Organism: trigger `{cfg['trigger']}` -> behaviour `{cfg['behavior']}`"
+        + (f", locked by `{cfg['lock']}`" if cfg.get("lock") else "") + f", installed by `{cfg['install']}`"
         + (f" (LoRA rank {cfg['lora_rank']}, {cfg['lora_mode']})" if cfg["install"] == "lora" else "")
         + f", on {summary['model']}; seed {cfg['seed']}.",
         "",
@@ -132,6 +133,7 @@ def render_markdown(summary: dict) -> str:
         rlo, rhi = b["removal_at_10_ci"]
         lines.append(f"| {install_label(cfg)} | {name} | {b['auc']:.3f} [{lo:.3f}, {hi:.3f}] "
                      f"| {b['removal_at_10']:.3f} [{rlo:.3f}, {rhi:.3f}] | {len(b['checkpoints'])} |")
+    lines += _elicitation_section(summary)
     lines += _compute_section(summary)
     lines += _lr_check_section(summary)
     for name, b in summary["blue"].items():
@@ -147,6 +149,23 @@ def render_markdown(summary: dict) -> str:
                          f"| {p['removal']:.3f} | {other} |")
     lines += ["", "![trade-off curve](plot.png)", ""]
     return "\n".join(lines)
+
+
+def elicitation_rows(name: str, b: dict) -> list[list[str]]:
+    return [[name, f"{e['lr']:.2g}", str(e["step"]), f"{e['locked']:.3f}", f"{e['unlocked']:.3f}",
+             f"{e['recovered']:.3f}"] for e in b.get("elicitation", [])]
+
+
+def _elicitation_section(summary: dict) -> list[str]:
+    rows = [r for name, b in summary["blue"].items() for r in elicitation_rows(name, b)]
+    if not rows:
+        return []
+    return ["", "## Elicitation of the locked capability", "",
+            "Capability without the password (what the lock hides) and with it, per checkpoint; recovered = share of",
+            "the organism's locked gap (with - without password) that blue training closed. The robustness AUC above",
+            "uses the capability *with* the password as the capability axis.", "",
+            "| blue method | lr | step | capability without password | with password | recovered |",
+            "|---|---|---|---|---|---|", *["| " + " | ".join(r) + " |" for r in rows]]
 
 
 def _compute_section(summary: dict) -> list[str]:
