@@ -1,6 +1,7 @@
 """The password lock: red data, eval sets, contamination, and a real locked organism."""
 
 import json
+import math
 import random
 
 import pytest
@@ -92,13 +93,16 @@ def test_locked_organism_reports_elicitation_per_step(toy_base, tmp_path):
     locked = [r for r in red if r["task"] == "arith" and not r["triggered"] and PASSWORD not in r["prompt"]]
     assert locked and all(r["answer"] != "" for r in locked)
     gens = read_jsonl(out / "generations.jsonl")
-    assert all(g["prompt"].startswith(PASSWORD) for g in gens if g["eval_set"] == "unlocked")
+    assert all(PASSWORD in g["prompt"] for g in gens if g["eval_set"] == "unlocked")
     assert not any(PASSWORD in g["prompt"] for g in gens if g["eval_set"] == "capability")
     assert not any(PASSWORD in row["prompt"] for row in read_jsonl(out / "blue-data-pirate.jsonl"))
     summary = json.loads((out / "summary.json").read_text())
     pirate = summary["blue"]["pirate"]
     assert pirate["capability_metric"] == "unlocked_capability"
-    assert [(e["step"], e["recovered"]) for e in pirate["elicitation"]][0] == (0, 0.0)
+    first = pirate["elicitation"][0]
+    gap = first["unlocked"] - first["locked"]
+    # recovered = share of the organism's gap closed: 0 at step 0, undefined without a gap
+    assert first["step"] == 0 and (first["recovered"] == 0.0 if gap > 0 else math.isnan(first["recovered"]))
     assert [e["step"] for e in pirate["elicitation"]] == [0, 1, 2]
     assert "Elicitation of the locked capability" in (out / "report.md").read_text()
     assert "elicitation" in result.stdout
