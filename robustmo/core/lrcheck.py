@@ -69,6 +69,11 @@ def check(rows: list[dict], threshold: float = 0.5, capability: str = "capabilit
     return {"threshold": threshold, "per_lr": per_lr, "pairs": lr_post(per_lr)}
 
 
+def naive_steps(high_lr: float, high_steps: int, lr: float) -> int:
+    """N x S: the steps an N-times lower LR would naively need (rounded up to a whole step)."""
+    return math.ceil(high_lr / lr * high_steps)
+
+
 def extended_steps(steps: int, high_lr: float, high_steps: int | None, lr: float) -> int:
     """Steps for a lower LR in an LR check: enough to see more than N x the high LR's steps."""
     if high_steps is None or lr >= high_lr:

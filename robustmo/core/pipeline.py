@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import math
 import platform
 import random
 import re
@@ -24,7 +23,7 @@ from robustmo.core.concepts import EVAL_SETS, EvalContext, Prompt
 from robustmo.core.config import Plan, plan_instruction
 from robustmo.core.errors import RobustmoError
 from robustmo.core.lrcheck import check as lr_check
-from robustmo.core.lrcheck import extended_steps, steps_to_removal
+from robustmo.core.lrcheck import extended_steps, naive_steps, steps_to_removal
 from robustmo.core.robustness import log_spaced_steps, robustness, trade_off_points, wilson_interval
 from robustmo.core.runstore import RunStore
 
@@ -489,7 +488,7 @@ def _stages(plan: Plan, model, tokenizer, model_info: dict, data: RunData, store
             lr_steps, extra = steps, set()
             if cfg.lr_check and first_removal and lr < lrs[0]:  # see the naive N x S step itself, and beyond
                 lr_steps = extended_steps(steps, lrs[0], first_removal, lr)
-                extra = {math.ceil(lrs[0] / lr * first_removal)}
+                extra = {naive_steps(lrs[0], first_removal, lr)}
             found, compute = attack(plan, organism, tokenizer, method, lr, lr_steps, data.blue[method.name], sets,
                                     metrics, ctx, store, tracker, seed, progress, extra_eval=extra)
             checkpoints += found
