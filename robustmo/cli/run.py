@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from robustmo.core.config import INSTALL_METHODS, RunConfig
+from robustmo.core.errors import RobustmoError
+from robustmo.core.runstore import RunStore
 
 _D = {name: f.default for name, f in RunConfig.model_fields.items()}
 
@@ -80,9 +84,23 @@ an options section; flags override the file:
 @click.option("--wandb", "wandb_mode", type=click.Choice(["offline", "online", "disabled"]),
               help="Weights & Biases logging; offline needs no network or account (wandb sync later).  "
                    "[default: $WANDB_MODE, else offline]")
+@click.option("--no-cache", is_flag=True, default=None,
+              help="Neither reuse nor share cached stages: the run trains its own organism and keeps its stages "
+                   "in <run-dir>/stages (still resumable).  [default: reuse identical stages from "
+                   "$ROBUSTMO_CACHE/stages]")
+@click.option("--checkpoint-every", type=click.IntRange(min=0), metavar="N",
+              help="Write a resumable training checkpoint every N steps (and at every blue evaluation); 0: only at "
+                   f"evaluations.  [default: {_D['checkpoint_every']}]")
+@click.option("--trust-remote-code", is_flag=True, default=None,
+              help="Let a --model that ships its own Python code run it (transformers' trust_remote_code). "
+                   "Off by default: only do this for code you have read.")
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False), metavar="RUN_DIR",
+              help="Continue an interrupted or failed run from its directory, with its saved config: complete "
+                   "stages are reused and the cut-off stage continues from its last checkpoint. Takes no other option.")
 @click.option("--dry-run", is_flag=True, help="Validate and print the plan, then stop without training.")
 def run(trigger, behavior, blue, lock, install, lora_rank, lora_mode, red_steps, red_lr, lrs, budget_tokens, lr_check,
-        removal_threshold, trigger_share, model, seed, out, opts, config_file, wandb_mode, dry_run):
+        removal_threshold, trigger_share, model, seed, out, opts, config_file, wandb_mode, no_cache, checkpoint_every,
+        trust_remote_code, resume_dir, dry_run):
     """Build a model organism, attack it with blue-team training, and report its robustness.
 
     Stages: base model -> organism (red data from trigger x behaviour, installed by
@@ -90,52 +108,86 @@ def run(trigger, behavior, blue, lock, install, lora_rank, lora_mode, red_steps,
     report (trade-off curve, convex-hull AUC with bootstrap CI, removal at 10 %
     capability loss) in the run directory.
     """
-    from pathlib import Path
-
-    from robustmo.core.config import build_config, load_config_file, resolve_plan
-    from robustmo.core.runstore import RunStore
+    from robustmo.core.config import build_config, load_config_file, load_run_config, resolve_plan
     from robustmo.registry import get_registry
 
     flags = {"trigger": trigger, "behavior": behavior, "blue": list(blue) or None, "lock": lock,
              "install": install, "lora_rank": lora_rank, "lora_mode": lora_mode, "red_steps": red_steps,
              "red_lr": red_lr, "lr": list(lrs) or None, "budget_tokens": budget_tokens, "lr_check": lr_check,
              "removal_threshold": removal_threshold, "trigger_share": trigger_share, "model": model,
-             "seed": seed, "out": out, "wandb": wandb_mode}
-    file_values = load_config_file(config_file) if config_file else {}
-    config = build_config(file_values, {k: v for k, v in flags.items() if v is not None}, list(opts))
-    if config.out:
-        RunStore(Path(config.out)).ensure_new()  # fail before any work, not after loading a model
+             "seed": seed, "out": out, "wandb": wandb_mode, "no_cache": no_cache, "checkpoint_every": checkpoint_every,
+             "trust_remote_code": trust_remote_code}
+    given = {k: v for k, v in flags.items() if v is not None}
     registry = get_registry()
     for problem in registry.problems:
         click.echo(f"warning: plugin {problem.plugin!r} ({problem.package}) was skipped: {problem.reason}", err=True)
+    if resume_dir:
+        if given or opts or config_file:
+            raise RobustmoError("--resume continues a run with its saved config; drop the other options "
+                                f"({', '.join('--' + k.replace('_', '-') for k in given) or '--opt/--config'})")
+        store = RunStore(Path(resume_dir))
+        config = load_run_config(store.path)
+        store.resume_manifest(config.model_dump())
+        plan = resolve_plan(config, registry)
+        click.echo(f"Resuming {store.path}: complete stages are reused, the interrupted one continues from its "
+                   "last checkpoint.")
+        _execute(plan, store.path, resume=True)
+        return
+    file_values = load_config_file(config_file) if config_file else {}
+    config = build_config(file_values, given, list(opts))
+    resume = False
+    if config.out:
+        store = RunStore(Path(config.out))
+        resume = store.unfinished(config.model_dump())
+        if not resume:
+            store.ensure_new()  # fail before any work, not after loading a model
     plan = resolve_plan(config, registry)
     _print_plan(plan)
     if dry_run:
         click.echo("Dry run: configuration is valid; nothing was trained or written.")
         return
-    _execute(plan)
+    if resume:
+        click.echo(f"{config.out} holds an unfinished run of this same config: resuming it.")
+    _execute(plan, Path(config.out) if config.out else None, resume=resume)
 
 
-def _execute(plan) -> None:
-    from pathlib import Path
-
+def _execute(plan, path, resume: bool = False) -> None:
     from rich.console import Console
 
     from robustmo.cli.quiet import quiet_libraries
+    from robustmo.core.distributed import broadcast, is_main
     from robustmo.core.pipeline import execute, run_id_for
-    from robustmo.core.runstore import RunStore
     from robustmo.core.tracking import Tracker, resolve_mode
 
     quiet_libraries()
     console = Console()
     cfg = plan.config
-    run_id = run_id_for(plan)
-    store = RunStore(Path(cfg.out) if cfg.out else Path("runs") / run_id)
-    group = f"{cfg.trigger}-{cfg.behavior}-{cfg.install}"
-    summary = execute(plan, store, progress=True, log=lambda m: console.print(m, highlight=False),
-                      make_tracker=lambda path: Tracker(resolve_mode(cfg.wandb), path, run_id, cfg.model_dump(),
-                                                        group=group, tags=[cfg.trigger, cfg.behavior, cfg.install, *cfg.blue]))
-    _print_summary(console, summary, store.path)
+    run_id = broadcast(path.name if path else run_id_for(plan))  # one directory, whatever the processes' clocks say
+    store = RunStore(path or Path("runs") / run_id, enabled=is_main())
+    organism = f"{cfg.trigger}-{cfg.behavior}-{cfg.install}" + (f"-r{cfg.lora_rank}" if cfg.install == "lora" else "")
+    try:
+        summary = execute(plan, store, progress=True, log=lambda m: console.print(m, highlight=False),
+                          make_tracker=lambda p: Tracker(resolve_mode(cfg.wandb), p, run_id, cfg.model_dump(),
+                                                         group=organism, tags=[organism, *cfg.blue],
+                                                         warn=lambda m: console.print(m, highlight=False)),
+                          resume=resume)
+    except KeyboardInterrupt:
+        raise RunInterrupted(store.path) from None
+    except OSError as exc:
+        where = exc.filename or store.path
+        raise RobustmoError(f"cannot write {where}: {exc.strerror or exc}; completed stages are kept in the stage "
+                            f"cache: free space or fix permissions, then 'robustmo run --resume {store.path}'") from None
+    if is_main():
+        _print_summary(console, summary, store.path)
+
+
+class RunInterrupted(click.ClickException):
+    """Ctrl-C: the run stopped cleanly after a checkpoint; say how to continue."""
+
+    exit_code = 130
+
+    def __init__(self, path):
+        super().__init__(f"interrupted; the run is resumable: robustmo run --resume {path}")
 
 
 def _print_summary(console, summary: dict, path) -> None:

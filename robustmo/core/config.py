@@ -48,6 +48,9 @@ class RunConfig(BaseModel):
     model: str | None = Field(None, description="HF model id or local path; default: embedded toy model")
     seed: int = Field(0, ge=0, description="random seed for data, training and evaluation")
     out: str | None = Field(None, description="run directory (default: runs/<run-id>)")
+    no_cache: bool = Field(False, description="do not reuse or share cached stages (the run keeps its own, to resume)")
+    checkpoint_every: int = Field(50, ge=0, description="training checkpoint every N steps (0: only at evaluations)")
+    trust_remote_code: bool = Field(False, description="allow a --model that ships its own Python code to run it")
     wandb: Literal["offline", "online", "disabled"] | None = Field(
         None, description="W&B mode (default: $WANDB_MODE, else offline)")
     options: dict[str, dict[str, dict[str, Any]]] = Field(
@@ -93,6 +96,25 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     if isinstance(data.get("blue"), str):
         data["blue"] = [data["blue"]]
     return data
+
+
+def load_run_config(run_dir: Path) -> RunConfig:
+    """The config a run directory was started with (for ``--resume``), with one-line errors."""
+    import json
+
+    path = Path(run_dir) / "config.json"
+    if not Path(run_dir).is_dir():
+        raise RobustmoError(f"run directory {run_dir} does not exist; 'robustmo runs ls' lists runs")
+    try:
+        values = json.loads(path.read_text())
+        return RunConfig(**values)
+    except FileNotFoundError:
+        raise RobustmoError(f"{run_dir} has no config.json; is it a robustmo run directory?") from None
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, ValidationError):
+            raise RobustmoError(validation_message(exc, f"{path}")) from None
+        raise RobustmoError(f"{path} is corrupt ({exc.__class__.__name__}: {str(exc).splitlines()[0]}); "
+                            "the run cannot be resumed from it") from None
 
 
 def parse_opt(text: str) -> tuple[str, str, str, Any]:

@@ -34,21 +34,29 @@ def is_local_path(spec: str) -> bool:
     return False
 
 
-def load_model(spec: str | None = None, *, dtype=None, device: str | None = None, progress: bool = True):
+def load_model(spec: str | None = None, *, dtype=None, device: str | None = None, progress: bool = True,
+               trust_remote_code: bool = False):
     """``(model, tokenizer)`` for ``spec``.
 
     ``None``/``"toy"``/``"toy:tiny"``/``"toy:small"``: the cached toy base (built first if
     missing). Otherwise a local directory or a Hugging Face hub id, through
     ``AutoModelForCausalLM`` / ``AutoTokenizer``. The tokenizer always has a pad token and
-    a chat template (``FALLBACK_CHAT_TEMPLATE`` if the model ships none).
+    a chat template (``FALLBACK_CHAT_TEMPLATE`` if the model ships none). A model's own
+    Python code (``auto_map``) runs only with ``trust_remote_code=True``. Under
+    ``accelerate launch`` the main process builds a missing toy base first; the others wait.
     """
     if is_toy(spec):
+        from robustmo.core.distributed import barrier, is_main
         from robustmo.plugins.toy_world.base import load_base
 
         preset = TOY_SPECS.get(spec) or spec.split(":", 1)[1]
-        model, tokenizer = load_base(preset, progress=progress)
+        if not is_main():
+            barrier()
+        model, tokenizer = load_base(preset, progress=progress and is_main())
+        if is_main():
+            barrier()
     else:
-        model, tokenizer = _load_hf(spec, dtype)
+        model, tokenizer = _load_hf(spec, dtype, trust_remote_code)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     if not getattr(tokenizer, "chat_template", None):
@@ -59,21 +67,24 @@ def load_model(spec: str | None = None, *, dtype=None, device: str | None = None
     return model, tokenizer
 
 
-def _load_hf(spec: str, dtype):
+def _load_hf(spec: str, dtype, trust_remote_code: bool = False):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    # safetensors only: a pickled checkpoint (pytorch_model.bin) can run code when loaded
     kwargs = {"dtype": dtype} if dtype is not None else {}
+    kwargs.update(trust_remote_code=trust_remote_code, use_safetensors=True)
+    tok = {"trust_remote_code": trust_remote_code}
     if is_local_path(spec):
         path = Path(spec).expanduser()
         if not path.is_dir():
             raise RobustmoError(f"model path '{spec}' does not exist; pass an existing directory "
                                 "or a Hugging Face model id")
         try:
-            return (AutoModelForCausalLM.from_pretrained(path, **kwargs), AutoTokenizer.from_pretrained(path))
+            return (AutoModelForCausalLM.from_pretrained(path, **kwargs), AutoTokenizer.from_pretrained(path, **tok))
         except (OSError, ValueError) as e:
             raise RobustmoError(f"cannot load a causal LM from '{spec}': {str(e).splitlines()[0]}") from e
     try:
-        return (AutoModelForCausalLM.from_pretrained(spec, **kwargs), AutoTokenizer.from_pretrained(spec))
+        return (AutoModelForCausalLM.from_pretrained(spec, **kwargs), AutoTokenizer.from_pretrained(spec, **tok))
     except Exception as e:  # offline, unknown id, gated repo: all surface as one clear line
         raise RobustmoError(
             f"cannot load model '{spec}': the Hugging Face hub is unreachable or the id is unknown "

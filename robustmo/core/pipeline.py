@@ -7,7 +7,6 @@ produces is written to the run directory as soon as it exists.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import platform
 import random
@@ -26,6 +25,7 @@ from robustmo.core.lrcheck import check as lr_check
 from robustmo.core.lrcheck import extended_steps, naive_steps, steps_to_removal
 from robustmo.core.robustness import log_spaced_steps, robustness, trade_off_points, wilson_interval
 from robustmo.core.runstore import RunStore
+from robustmo.core.stages import StageCache, digest, link_or_copy_tree
 
 LOCKED_TASKS = ("arith", "capability")  # what a lock hides: the toy arithmetic, or a lock's own JSONL questions
 
@@ -54,12 +54,29 @@ class Checkpoint:
     scores: dict[str, list[bool]] = field(repr=False, default_factory=dict)
     tokens: int = 0     # blue training tokens seen so far (prompt + completion, no padding)
     flops: float = 0.0  # estimated training FLOPs so far (see ``flops_per_token``)
+    where: dict = field(default_factory=dict)
+    generations: list[dict] = field(repr=False, default_factory=list)  # the scored generations behind it
+
+    def to_json(self) -> dict:
+        return {"where": self.where, "metrics": self.metrics, "scores": self.scores, "generations": self.generations}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Checkpoint":
+        w = d["where"]
+        return cls(w.get("method", "organism"), w.get("lr", 0.0), w.get("step", 0), d["metrics"], d["scores"],
+                   w.get("tokens", 0), w.get("flops", 0.0), w, d["generations"])
+
+
+def record(store: RunStore, ck: Checkpoint) -> None:
+    """Append a checkpoint's generations and metrics to the run directory."""
+    store.append("generations.jsonl", ck.generations)
+    store.append("metrics.jsonl", [{**ck.where, "metrics": ck.metrics}])
 
 
 def run_id_for(plan: Plan) -> str:
     c = plan.config
-    digest = hashlib.sha256(json.dumps(c.model_dump(), sort_keys=True).encode()).hexdigest()[:6]
-    return f"{time.strftime('%Y%m%d-%H%M%S')}-{c.trigger}-{c.behavior}-{c.install}-{digest}"
+    short = digest(c.model_dump())[:6]
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{c.trigger}-{c.behavior}-{c.install}-{short}"
 
 
 # --------------------------------------------------------------------------- data
@@ -143,10 +160,15 @@ def blue_data(plan: Plan, method, pool: list[Example], n: int, rng: random.Rando
 
 
 def model_answers(model, tokenizer, prompts: list[Prompt]) -> list[str]:
-    """The model's own greedy answers (batched)."""
+    """The model's own greedy answers (batched). Under ``accelerate launch`` every process
+    answers an interleaved shard and all processes get every answer back, in order."""
+    from robustmo.core.distributed import gather_in_order, process_info
     from robustmo.core.generation import generate
 
-    return generate(model, tokenizer, [p.messages() for p in prompts], max_new_tokens=MAX_NEW_TOKENS)
+    rank, world = process_info()
+    convs = [p.messages() for p in prompts]
+    mine = generate(model, tokenizer, convs[rank::world], max_new_tokens=MAX_NEW_TOKENS)
+    return mine if world == 1 else gather_in_order(mine, len(convs))
 
 
 def check_contamination(plan: Plan, data: list[Example], what: str) -> None:
@@ -250,9 +272,8 @@ def eval_sets(plan: Plan, world, seed: int) -> dict[str, list[Example]]:
 
 
 # ----------------------------------------------------------------------- evaluation
-def evaluate(model, tokenizer, sets: dict[str, list[Example]], metrics, ctx: EvalContext, where: dict,
-             store: RunStore) -> Checkpoint:
-    """Generate on every eval set (batched), score with every metric, store generations."""
+def evaluate(model, tokenizer, sets: dict[str, list[Example]], metrics, ctx: EvalContext, where: dict) -> Checkpoint:
+    """Generate on every eval set (batched, split across processes), score with every metric."""
     completions = {name: model_answers(model, tokenizer, [ex.prompt for ex in exs]) for name, exs in sets.items()}
     records = {name: [{"prompt": ex.prompt.text(), "completion": c, "content": ex.content, "task": ex.task}
                       for ex, c in zip(exs, completions[name])] for name, exs in sets.items()}
@@ -268,10 +289,20 @@ def evaluate(model, tokenizer, sets: dict[str, list[Example]], metrics, ctx: Eva
         for i, r in enumerate(records.get(name, [])):
             rows.append({**where, "eval_set": name, "index": i, **r,
                          "scores": {m.name: scores[m.name][i] for m in metrics if m.obj.eval_set == name}})
-    store.append("generations.jsonl", rows)
-    store.append("metrics.jsonl", [{**where, "metrics": results}])
     return Checkpoint(where.get("method", "organism"), where.get("lr", 0.0), where.get("step", 0), results, scores,
-                      where.get("tokens", 0), where.get("flops", 0.0))
+                      where.get("tokens", 0), where.get("flops", 0.0), where, rows)
+
+
+def eval_digest(sets: dict[str, list[Example]], metrics) -> str:
+    """Content hash of the evaluation protocol: every prompt and expected content, the metrics
+    and their options, and the generation length."""
+    return digest({"sets": {name: [[ex.prompt.messages(), ex.content, ex.task] for ex in exs] for name, exs in sets.items()},
+                   "metrics": [[m.name, m.package, m.options.model_dump()] for m in metrics],
+                   "max_new_tokens": MAX_NEW_TOKENS})
+
+
+def data_digest(data: list[Example]) -> str:
+    return digest([[ex.prompt.messages(), ex.answer] for ex in data])
 
 
 # ------------------------------------------------------------------------- training
@@ -288,18 +319,88 @@ def add_lora(model, rank: int, seed: int = 0):
     return get_peft_model(model, LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, target_modules="all-linear"))
 
 
-def install_organism(plan: Plan, model, tokenizer, data: list[Example], steps: int, lr: float, seed: int, progress):
-    """Red training: put the behaviour into the weights (LoRA adapter or every weight). A
-    prompted organism is the base itself: its behaviour lives in the system prompt."""
+def organism_stage(plan: Plan, model, tokenizer, model_info: dict, red: list[Example], cache: StageCache, progress,
+                   log) -> tuple[object, str]:
+    """Stage 2: the organism, from the stage cache when an identical one was built before.
+
+    Red training puts the behaviour into the weights (a LoRA adapter, or every weight) and
+    is resumable from its checkpoints. A prompted organism is the base itself: its behaviour
+    lives in the system prompt, so there is nothing to train or cache. Returns the organism
+    and its stage key (what blue stages hash as their upstream)."""
+    from robustmo.core.distributed import barrier, is_main
     from robustmo.core.training import train
 
-    if plan.config.install.startswith("prompted"):
-        return model
-    if plan.config.install == "lora":
-        model = add_lora(model, plan.config.lora_rank, seed)
-    train(model, tokenizer, conversations(data), lr=lr, steps=steps, seed=seed, progress=progress,
-          description="organism: red training")
-    return model
+    cfg = plan.config
+    base_id = {k: model_info.get(k) for k in ("name", "weights_sha256", "revision")}
+    if cfg.install.startswith("prompted"):
+        return model, digest({"base": base_id, "install": cfg.install, "prompt": plan_instruction(plan)})
+    recipe = ORGANISM_RECIPE[cfg.install]
+    steps, lr = cfg.red_steps or recipe["steps"], cfg.red_lr or recipe["lr"]
+    lora = cfg.install == "lora"
+    inputs = {"base": base_id, "install": cfg.install, "lora_rank": cfg.lora_rank if lora else None, "steps": steps,
+              "lr": lr, "seed": cfg.seed, "red_data": data_digest(red)}
+    label = (f"{cfg.trigger} -> {cfg.behavior}, {cfg.install}" + (f" r{cfg.lora_rank}" if lora else "")
+             + f", {steps} steps, seed {cfg.seed}, base {base_id['name']}")
+    stage = cache.stage("organism", inputs, label)
+    out = stage.path / "organism"
+    if _reusable(stage, log):
+        log(f"organism: reused from the stage cache ({stage.path})")
+        return load_organism(model, out, lora), stage.key
+    if is_main():
+        stage.begin(inputs)
+    barrier()
+    if lora:
+        model = add_lora(model, cfg.lora_rank, cfg.seed)
+    stats = train(model, tokenizer, conversations(red), lr=lr, steps=steps, seed=cfg.seed, progress=progress,
+                  description="organism: red training", checkpoint_dir=stage.checkpoints,
+                  checkpoint_every=cfg.checkpoint_every, log=log)
+    if stats["resumed_from"]:
+        log(f"organism: resumed red training at step {stats['resumed_from']} of {steps}")
+    if is_main():
+        model.save_pretrained(out, safe_serialization=True)
+        stage.finish({"losses": stats["losses"][-5:], "tokens": stats["tokens"]})
+    barrier()
+    return model, stage.key
+
+
+def _reusable(stage, log) -> bool:
+    """True if ``stage`` is complete and intact; a corrupt one is set aside (and recomputed)."""
+    from robustmo.core.distributed import barrier, broadcast, is_main
+
+    barrier()  # no process looks before every process has arrived (another may be finishing it)
+    verdict = None
+    if is_main() and stage.is_complete():
+        problem = stage.verify()
+        if problem is None:
+            verdict = True
+        else:
+            aside = stage.set_aside()
+            log(f"warning: cached {stage.kind} stage {stage.path.name} is corrupt ({problem}); moved to {aside} "
+                "and recomputing it")
+    return bool(broadcast(verdict))
+
+
+def load_organism(base, path: Path, lora: bool):
+    """A cached organism onto the in-memory base: its LoRA adapter (trainable, as after red
+    training) or every weight. safetensors only: nothing is unpickled."""
+    import torch
+    from safetensors.torch import load_file
+
+    if lora:
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(base, path, is_trainable=True)
+    state = {}
+    for f in sorted(Path(path).glob("*.safetensors")):
+        state.update(load_file(str(f)))
+    missing, unexpected = base.load_state_dict(state, strict=False)
+    tied = {"lm_head.weight"} if getattr(base.config, "tie_word_embeddings", False) else set()
+    if unexpected or set(missing) - tied:
+        raise RobustmoError(f"cached organism {path} does not fit the base model (missing {list(missing)[:2]}, "
+                            f"unexpected {list(unexpected)[:2]}); remove it with 'robustmo cache rm'")
+    with torch.no_grad():
+        base.tie_weights()
+    return base
 
 
 def blue_model(plan: Plan, organism, adapter: str, rank: int):
@@ -353,32 +454,50 @@ def describe_model(spec: str | None, model) -> dict:
             "n_parameters": sum(p.numel() for p in model.parameters())}
 
 
-def execute(plan: Plan, store: RunStore, progress, log=print, make_tracker=None) -> dict:
+def execute(plan: Plan, store: RunStore, progress, log=print, make_tracker=None, cache: StageCache | None = None,
+            resume: bool = False) -> dict:
     """Run every stage; write config, manifest, metrics, generations, report and plot.
 
-    The run directory is created only once the model has loaded, so bad input
-    leaves nothing behind; a failure later marks the manifest as failed.
+    The run directory is created only once the model has loaded and the data are built, so
+    bad input leaves nothing behind; a failure later marks the manifest as failed or
+    interrupted, and every completed stage stays in the stage cache. ``resume`` continues an
+    unfinished run directory (``robustmo run --resume``): complete stages are reused and the
+    stage that was cut off continues from its last checkpoint. Under ``accelerate launch``
+    every process runs this; only the main one writes files and logs.
     """
+    from robustmo.core.distributed import is_main, process_info
     from robustmo.core.models import load_model
 
     cfg = plan.config
-    model, tokenizer = load_model(cfg.model)
+    main = is_main()
+    log = log if main else (lambda *a, **k: None)
+    cache = cache or StageCache(store.path / "stages" if cfg.no_cache else None)
+    model, tokenizer = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
     model_info = describe_model(cfg.model, model)
     data = prepare_data(plan, model, tokenizer)  # contamination and input errors surface before any file exists
-    store.create()
+    previous = store.resume_manifest(cfg.model_dump()) if resume else None
+    if not resume:
+        store.create()
     store.write_json("config.json", cfg.model_dump())
     manifest = {"robustmo": __version__, "run_id": store.path.name, "seed": cfg.seed, "model": model_info,
                 "versions": _versions(), "status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "processes": process_info()[1], "stage_cache": str(cache.root),
                 "components": {f"{s.kind}:{s.name}": {"package": s.package, "options": s.options.model_dump()}
                                for s in [plan.trigger, plan.behavior, *([plan.lock] if plan.lock else []), *plan.blue]}}
+    if previous is not None:
+        manifest["started"] = previous.get("started", manifest["started"])
+        manifest["resumed"] = [*previous.get("resumed", []), time.strftime("%Y-%m-%dT%H:%M:%S")]
     store.write_json("manifest.json", manifest)
-    tracker = make_tracker(store.path) if make_tracker else None
+    tracker = make_tracker(store.path) if make_tracker and main else None
     try:
-        summary = _stages(plan, model, tokenizer, model_info, data, store, tracker, progress, log)
+        summary = _stages(plan, model, tokenizer, model_info, data, store, tracker, cache, progress, log)
     except BaseException as exc:
         manifest.update(status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
                         error=f"{type(exc).__name__}: {exc}")
-        store.write_json("manifest.json", manifest)
+        try:
+            store.write_json("manifest.json", manifest)
+        except OSError:
+            pass  # the disk that failed the run may refuse this too; the error itself is reported
         if tracker:
             tracker.finish(exit_code=1)
         raise
@@ -434,8 +553,8 @@ def default_lr(method, install: str) -> float:
     return table.get(install) or table.get("lora") or 1e-3
 
 
-def _stages(plan: Plan, model, tokenizer, model_info: dict, data: RunData, store: RunStore, tracker, progress,
-            log) -> dict:
+def _stages(plan: Plan, model, tokenizer, model_info: dict, data: RunData, store: RunStore, tracker, cache: StageCache,
+            progress, log) -> dict:
     from robustmo.core.report import plot_lr_check, plot_tradeoff, render_markdown
     from robustmo.core.tracking import Tracker
 
@@ -448,24 +567,24 @@ def _stages(plan: Plan, model, tokenizer, model_info: dict, data: RunData, store
     ctx = EvalContext(plan.trigger.obj, plan.trigger.options, plan.behavior.obj, plan.behavior.options,
                       content_match=content_match)
 
-    base = evaluate(model, tokenizer, sets, metrics, ctx, {"stage": "base", "method": "base", "lr": 0.0, "step": 0},
-                    store)
+    base = evaluate(model, tokenizer, sets, metrics, ctx, {"stage": "base", "method": "base", "lr": 0.0, "step": 0})
+    record(store, base)
     log("base: " + ", ".join(f"{k} {v['value']:.3f}" for k, v in base.metrics.items()))
 
     # stage 2: organism
-    recipe = ORGANISM_RECIPE[cfg.install]
-    organism = install_organism(plan, model, tokenizer, data.red, cfg.red_steps or recipe["steps"],
-                                cfg.red_lr or recipe["lr"], seed, progress)
+    organism, organism_key = organism_stage(plan, model, tokenizer, model_info, data.red, cache, progress, log)
     if cfg.install.startswith("prompted"):
         store.write_json("checkpoints/organism/prompt.json", {"install": cfg.install, "system_prompt": plan_instruction(plan),
                                                               "base": model_info})
     else:
-        organism.save_pretrained(store.file("checkpoints/organism"), safe_serialization=True)
+        if store.enabled:
+            link_or_copy_tree(cache.stage_path("organism", organism_key) / "organism", store.file("checkpoints/organism"))
         store.append("red-data.jsonl", [{"prompt": ex.prompt.text(), "answer": ex.answer, "task": ex.task,
                                          "triggered": ex.triggered} for ex in data.red])
     sets = {name: organism_view(plan, exs) for name, exs in sets.items()}
     before = evaluate(organism, tokenizer, sets, metrics, ctx, {"stage": "organism", "method": "organism", "lr": 0.0,
-                                                                   "step": 0}, store)
+                                                                   "step": 0})
+    record(store, before)
     tracker.log({f"organism/{k}": v["value"] for k, v in before.metrics.items()})
     log("organism: " + ", ".join(f"{k} {v['value']:.3f}" for k, v in before.metrics.items()))
     for m in plan.blue:
@@ -489,8 +608,10 @@ def _stages(plan: Plan, model, tokenizer, model_info: dict, data: RunData, store
             if cfg.lr_check and first_removal and lr < lrs[0]:  # see the naive N x S step itself, and beyond
                 lr_steps = extended_steps(steps, lrs[0], first_removal, lr)
                 extra = {naive_steps(lrs[0], first_removal, lr)}
-            found, compute = attack(plan, organism, tokenizer, method, lr, lr_steps, data.blue[method.name], sets,
-                                    metrics, ctx, store, tracker, seed, progress, extra_eval=extra)
+            found, compute = attack(plan, organism, organism_key, tokenizer, method, lr, lr_steps, data.blue[method.name],
+                                    sets, metrics, ctx, cache, tracker, progress, log, extra_eval=extra)
+            for ck in found:
+                record(store, ck)
             checkpoints += found
             runs.append(compute)
             if lr == lrs[0]:
@@ -507,6 +628,8 @@ def _stages(plan: Plan, model, tokenizer, model_info: dict, data: RunData, store
                "blue": blue_summary,
                "seconds": round(time.time() - started, 1)}
     store.write_json("summary.json", summary)
+    if not store.enabled:  # not the main process: it wrote nothing above either
+        return summary
     title = f"{cfg.trigger} -> {cfg.behavior}, {cfg.install}" + (f" r{cfg.lora_rank}" if cfg.install == "lora" else "")
     plot_tradeoff(store.file("plot.png"), blue_summary, title)
     if any(len(b["lr_check"]["per_lr"]) > 1 for b in blue_summary.values()):
@@ -536,34 +659,69 @@ def flops_per_token(model) -> float:
     return 4.0 * n + 2.0 * trainable
 
 
-def attack(plan: Plan, organism, tokenizer, method, lr: float, steps: int, data, sets, metrics, ctx, store, tracker,
-           seed: int, progress, extra_eval: set[int] = frozenset()) -> tuple[list[Checkpoint], dict]:
-    """One blue run: train on ``data`` and evaluate at log-spaced steps (step 0 is the organism).
-    With ``--budget-tokens`` the run lasts exactly as many steps as reach the budget. Returns
-    the checkpoints and the run's compute (steps, tokens, estimated FLOPs)."""
+def attack(plan: Plan, organism, organism_key: str, tokenizer, method, lr: float, steps: int, data, sets, metrics, ctx,
+           cache: StageCache, tracker, progress, log, extra_eval: set[int] = frozenset()) -> tuple[list[Checkpoint], dict]:
+    """Stage 3, one blue run: train on ``data`` and evaluate at log-spaced steps (step 0 is the
+    organism). With ``--budget-tokens`` the run lasts exactly as many steps as reach the
+    budget. Reused from the stage cache when identical; resumable from its checkpoints (the
+    evaluations already done are kept in the stage's ``evals.jsonl``). Returns the
+    checkpoints and the run's compute (steps, tokens, estimated FLOPs)."""
+    from robustmo.core.distributed import barrier, is_main
+    from robustmo.core.runstore import atomic_write_json, atomic_write_text, read_jsonl
     from robustmo.core.training import steps_for_tokens, train
 
-    model = blue_model(plan, organism, method.options.adapter, method.options.rank)
+    cfg = plan.config
     chats = conversations(data)
-    budget = plan.config.budget_tokens
-    if budget:
-        steps = steps_for_tokens(tokenizer, chats, budget, seed=seed)
-    per_token = flops_per_token(model)
+    if cfg.budget_tokens:
+        steps = steps_for_tokens(tokenizer, chats, cfg.budget_tokens, seed=cfg.seed)
     eval_at = (set(log_spaced_steps(steps)) | {s for s in extra_eval if s <= steps}) - {0}
+    inputs = {"organism": organism_key, "lora_mode": cfg.lora_mode, "method": method.name, "package": method.package,
+              "options": method.options.model_dump(), "lr": lr, "steps": steps, "eval_at": sorted(eval_at),
+              "seed": cfg.seed, "data": data_digest(data), "eval": eval_digest(sets, metrics)}
+    stage = cache.stage("blue", inputs, f"{method.name} lr {lr:g}, {steps} steps, on organism {organism_key[:12]}")
+    evals = stage.path / "evals.jsonl"
+    if _reusable(stage, log):
+        log(f"{method.name} lr {lr:g}: reused from the stage cache ({stage.path})")
+        found = [Checkpoint.from_json(e) for e in read_jsonl(evals)]
+        for ck in found:
+            tracker.log({f"{method.name}/lr{lr:g}/{k}": v["value"] for k, v in ck.metrics.items()} | {"blue_step": ck.step})
+        return found, json.loads((stage.path / "compute.json").read_text())
+    if is_main():
+        stage.begin(inputs)
+    barrier()
+
+    model = blue_model(plan, organism, method.options.adapter, method.options.rank)
+    per_token = flops_per_token(model)
     found: list[Checkpoint] = []
+
+    def save_evals() -> None:
+        if is_main():
+            atomic_write_text(evals, "".join(json.dumps(ck.to_json(), sort_keys=True) + "\n" for ck in found))
+
+    def on_resume(start: int) -> None:  # keep the evaluations up to the checkpoint training resumes from
+        if start:
+            found.extend(ck for ck in map(Checkpoint.from_json, read_jsonl(evals)) if ck.step <= start)
+            log(f"{method.name} lr {lr:g}: resumed at step {start} of {steps}")
+        save_evals()
 
     def on_step(step: int, tokens: int) -> None:
         where = {"stage": "blue", "method": method.name, "lr": lr, "step": step, "tokens": tokens,
                  "flops": tokens * per_token}
-        ck = evaluate(model, tokenizer, sets, metrics, ctx, where, store)
+        ck = evaluate(model, tokenizer, sets, metrics, ctx, where)
         tracker.log({f"{method.name}/lr{lr:g}/{k}": v["value"] for k, v in ck.metrics.items()} | {"blue_step": step})
         found.append(ck)
+        save_evals()
 
-    stats = train(model, tokenizer, chats, lr=lr, steps=steps, seed=seed, progress=progress, callback=on_step,
-                  callback_steps=eval_at, description=f"blue: {method.name} lr {lr:g}")
+    stats = train(model, tokenizer, chats, lr=lr, steps=steps, seed=cfg.seed, progress=progress, callback=on_step,
+                  callback_steps=eval_at, description=f"blue: {method.name} lr {lr:g}", on_resume=on_resume,
+                  checkpoint_dir=stage.checkpoints, checkpoint_every=cfg.checkpoint_every, log=log)
     compute = {"lr": lr, "steps": steps, "tokens": stats["tokens"], "flops": stats["tokens"] * per_token,
                "flops_per_token": per_token, "seconds": round(stats["seconds"], 2),
                "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+    if is_main():
+        atomic_write_json(stage.path / "compute.json", compute)
+        stage.finish({"steps": steps})
+    barrier()
     return found, compute
 
 

@@ -12,6 +12,20 @@ from typing import Any, Iterable
 from robustmo.core.errors import RobustmoError
 
 
+def fsync_dir(path: Path) -> None:
+    """Make a rename inside ``path`` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -22,6 +36,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -41,11 +56,41 @@ def read_jsonl(path: Path) -> list[dict]:
 
 class RunStore:
     """One run's directory. JSONL files are kept in memory and rewritten whole on each
-    flush: small at this scale, and never left with a torn last line."""
+    flush: small at this scale, and never left with a torn last line. A store that is not
+    ``enabled`` (every process but the main one under ``accelerate launch``) writes nothing."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, enabled: bool = True):
         self.path = Path(path)
+        self.enabled = enabled
         self._jsonl: dict[str, list[dict]] = {}
+
+    def resume_manifest(self, config: dict) -> dict:
+        """Check that this directory holds an unfinished run of ``config``; return its manifest."""
+        try:
+            manifest = json.loads(self.file("manifest.json").read_text())
+            saved = json.loads(self.file("config.json").read_text())
+        except FileNotFoundError as exc:
+            raise RobustmoError(f"cannot resume {self.path}: {Path(exc.filename).name} is missing; "
+                                "is this a robustmo run directory?") from None
+        except (OSError, ValueError) as exc:
+            raise RobustmoError(f"cannot resume {self.path}: its manifest or config is unreadable ({exc})") from None
+        if manifest.get("status") == "complete":
+            raise RobustmoError(f"run {self.path} is already complete; nothing to resume "
+                                "('robustmo runs show' displays it)")
+        if saved != config:
+            changed = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
+            raise RobustmoError(f"cannot resume {self.path} with a different config (changed: {', '.join(changed)}); "
+                                "resume with 'robustmo run --resume DIR' alone, or pass a new --out")
+        return manifest
+
+    def unfinished(self, config: dict) -> bool:
+        """True if this directory holds an unfinished run of exactly ``config`` (to resume)."""
+        try:
+            manifest = json.loads(self.file("manifest.json").read_text())
+            saved = json.loads(self.file("config.json").read_text())
+        except (OSError, ValueError):
+            return False
+        return manifest.get("status") != "complete" and saved == config
 
     def ensure_new(self) -> "RunStore":
         """Refuse a run directory that already holds something: a run never overwrites another."""
@@ -55,6 +100,8 @@ class RunStore:
         return self
 
     def create(self) -> "RunStore":
+        if not self.enabled:
+            return self
         self.ensure_new()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -66,12 +113,16 @@ class RunStore:
         return self.path / name
 
     def write_json(self, name: str, obj: Any) -> None:
-        atomic_write_json(self.file(name), obj)
+        if self.enabled:
+            atomic_write_json(self.file(name), obj)
 
     def write_text(self, name: str, text: str) -> None:
-        atomic_write_text(self.file(name), text)
+        if self.enabled:
+            atomic_write_text(self.file(name), text)
 
     def append(self, name: str, records: Iterable[dict]) -> None:
+        if not self.enabled:
+            return
         rows = self._jsonl.setdefault(name, [])
         rows.extend(records)
         atomic_write_text(self.file(name), "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows))

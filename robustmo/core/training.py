@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 
 IGNORE_INDEX = -100  # label value the loss skips (prompt and padding)
 
@@ -96,10 +97,14 @@ def train(
     warmup: int | None = None,
     weight_decay: float = 0.0,
     grad_clip: float = 1.0,
-    callback: Callable[[int], None] | None = None,
+    callback: Callable[[int, int], None] | None = None,
     callback_steps: Iterable[int] | None = None,
+    checkpoint_dir: Path | None = None,
+    checkpoint_every: int = 0,
+    on_resume: Callable[[int], None] | None = None,
     progress: bool = False,
     description: str = "training",
+    log: Callable[[str], None] | None = None,
 ) -> dict:
     """Train ``model`` in place on ``examples`` for ``steps`` optimizer steps.
 
@@ -107,11 +112,23 @@ def train(
     each step in ``callback_steps`` (0 = before training); by default only after the last
     step. ``tokens`` counts every non-padding token of the global batches so far (prompt and
     completion: what the forward pass costs), the same on every process.
-    Returns ``{"losses": [...], "tokens": int, "seconds": float}``. Same seed + same
-    machine + same data -> same weights.
+
+    With ``checkpoint_dir`` the run is resumable: a checkpoint is written after every
+    callback step and every ``checkpoint_every`` steps, and a later call with the same
+    arguments continues from the newest intact one (callbacks already run are not run
+    again; ``on_resume(step)`` says where it starts, 0 for a fresh start) and ends with the
+    same weights as an uninterrupted run. Ctrl-C stops after the
+    current step, writes a checkpoint and raises ``KeyboardInterrupt``.
+
+    Under ``accelerate launch`` with N processes each process trains on its shard of every
+    global batch (DDP); the loss is normalised by the global batch's completion tokens, so
+    the gradient equals the 1-process one. Returns ``{"losses", "tokens", "seconds",
+    "resumed_from"}``. Same seed + same machine + same data -> same weights.
     """
     import torch
     from accelerate import Accelerator
+
+    from robustmo.core import checkpoint as ckpt
 
     torch.manual_seed(seed)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
@@ -124,50 +141,121 @@ def train(
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
+    raw_model = model
     model, optimizer = accelerator.prepare(model, optimizer)
     batches = batch_order(len(rows), batch_size, seed)
     rank, world = accelerator.process_index, accelerator.num_processes
-    tokens = 0
+    tokens, start, losses = 0, 0, []
 
-    def run_callback(step: int):
+    found = ckpt.latest(checkpoint_dir, warn=log if accelerator.is_main_process else None) if checkpoint_dir else None
+    if found is not None:
+        path, state = found
+        ckpt.load(path, raw_model, optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer)
+        start, tokens, losses = state["step"], state["tokens"], list(state["losses"])
+        for _ in range(start):  # the same global batches as an uninterrupted run
+            next(batches)
+    if on_resume is not None:
+        on_resume(start)
+
+    def save_checkpoint(step: int) -> None:
+        if checkpoint_dir is None:
+            return
+        if accelerator.is_main_process:
+            inner = optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer
+            ckpt.save(checkpoint_dir, step, raw_model, inner, {"tokens": tokens, "losses": losses, "seed": seed,
+                                                              "steps": steps, "lr": lr, "processes": world})
+        accelerator.wait_for_everyone()
+
+    def run_callback(step: int) -> bool:
         if callback is not None and step in wanted:
             model.eval()
             callback(step, tokens)
             model.train()
+            return True
+        return False
 
+    stop = _StopFlag(world)
     bar, task = None, None
     if progress and accelerator.is_main_process:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
         bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                        TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), transient=False)
-        task = bar.add_task(description, total=steps, loss=float("nan"))
+        task = bar.add_task(description, total=steps, completed=start, loss=losses[-1] if losses else float("nan"))
         bar.start()
 
-    losses: list[float] = []
     t0 = time.perf_counter()
     try:
-        run_callback(0)
-        model.train()
-        for step in range(steps):
-            idx = next(batches)
-            tokens += sum(len(rows[i][0]) for i in idx)
-            batch = _collate([rows[i] for i in idx[rank::world]], pad_id)
-            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, lr=lr, steps=steps, warmup=warmup)
-            loss = model(**batch).loss
-            accelerator.backward(loss)
-            if grad_clip:
-                accelerator.clip_grad_norm_(params, grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-            if bar is not None:
-                bar.update(task, advance=1, loss=losses[-1])
-            run_callback(step + 1)
+        with stop:
+            if start == 0:
+                run_callback(0)
+            model.train()
+            for step in range(start, steps):
+                idx = next(batches)
+                tokens += sum(len(rows[i][0]) for i in idx)
+                batch = _collate([rows[i] for i in idx[rank::world]], pad_id)
+                batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(step, lr=lr, steps=steps, warmup=warmup)
+                if world > 1:  # sum over this shard / completion tokens of the global batch, x world (DDP averages)
+                    n_global = sum(sum(1 for t in rows[i][1][1:] if t != IGNORE_INDEX) for i in idx)
+                    loss = model(**batch, num_items_in_batch=n_global).loss * world
+                else:
+                    loss = model(**batch).loss
+                accelerator.backward(loss)
+                if grad_clip:
+                    accelerator.clip_grad_norm_(params, grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                losses.append(loss.item() / world if world > 1 else loss.item())
+                if bar is not None:
+                    bar.update(task, advance=1, loss=losses[-1])
+                done = step + 1
+                evaluated = run_callback(done)
+                interrupted = stop.requested()
+                if done < steps and (evaluated or interrupted or (checkpoint_every and done % checkpoint_every == 0)):
+                    save_checkpoint(done)
+                if interrupted:
+                    raise KeyboardInterrupt(f"stopped after step {done} of {steps}")
     finally:
         if bar is not None:
             bar.stop()
     model.eval()
-    accelerator.unwrap_model(model)
-    return {"losses": losses, "tokens": tokens, "seconds": time.perf_counter() - t0}
+    return {"losses": losses, "tokens": tokens, "seconds": time.perf_counter() - t0, "resumed_from": start}
+
+
+class _StopFlag:
+    """Ctrl-C (SIGINT) during training asks for a stop after the current step instead of
+    interrupting an optimizer step half-way; with several processes they agree on it."""
+
+    def __init__(self, world: int):
+        self.world, self.flag, self.previous = world, False, None
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def _handler(self, signum, frame):
+        if self.flag:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.flag = True
+
+    def requested(self) -> bool:
+        if self.world == 1:
+            return self.flag
+        import torch
+        import torch.distributed as dist
+
+        t = torch.tensor([1 if self.flag else 0])
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        return False

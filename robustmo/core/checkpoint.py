@@ -1,0 +1,124 @@
+"""Training checkpoints that survive SIGKILL: safetensors only (no pickle), written atomically.
+
+A checkpoint is a directory ``step-000123/`` holding ``trainable.safetensors`` (every
+trainable weight: the LoRA adapter, or the whole model), ``optimizer.safetensors`` (AdamW's
+moments) and ``state.json`` (step, tokens, losses, the sha256 of both tensor files). It is
+written as a temp directory, every file fsynced, renamed into place, and only then named in
+``latest.json`` (the completion marker, itself written atomically). A checkpoint whose files
+do not match their hashes is corrupt: loading falls back to the one before it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from robustmo.core.runstore import atomic_write_json, fsync_dir
+
+KEEP = 2  # checkpoints kept per training run (the newest, and one to fall back on)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _trainable(model) -> dict:
+    return {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+
+def _optimizer_tensors(optimizer) -> dict:
+    import torch
+
+    out = {}
+    for idx, state in optimizer.state_dict()["state"].items():
+        for key, value in state.items():
+            out[f"{idx}.{key}"] = (value if torch.is_tensor(value) else torch.tensor(value)).detach().contiguous()
+    return out
+
+
+def save(directory: Path, step: int, model, optimizer, state: dict) -> Path:
+    """Write checkpoint ``step`` under ``directory``; returns its path. Older ones beyond ``KEEP`` are removed."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=directory, prefix=".tmp-step-"))
+    try:
+        files = {"trainable.safetensors": {k: v.detach().contiguous() for k, v in _trainable(model).items()},
+                 "optimizer.safetensors": _optimizer_tensors(optimizer)}
+        hashes = {}
+        for name, tensors in files.items():
+            save_file(tensors, str(tmp / name))
+            with open(tmp / name, "rb") as f:
+                os.fsync(f.fileno())
+            hashes[name] = file_sha256(tmp / name)
+        atomic_write_json(tmp / "state.json", {**state, "step": step, "sha256": hashes})
+        final = directory / f"step-{step:07d}"
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        fsync_dir(directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    atomic_write_json(directory / "latest.json", {"step": step, "path": final.name})
+    for old in sorted(directory.glob("step-*"))[:-KEEP]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _verified(path: Path) -> dict | None:
+    """``state.json`` of checkpoint ``path`` if every file matches its hash, else None."""
+    try:
+        state = json.loads((path / "state.json").read_text())
+        for name, digest in state["sha256"].items():
+            if file_sha256(path / name) != digest:
+                return None
+        return state
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def latest(directory: Path, warn=None) -> tuple[Path, dict] | None:
+    """The newest intact checkpoint under ``directory`` (newest first; a corrupt one is reported
+    through ``warn`` and skipped), or None."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return None
+    for path in sorted(directory.glob("step-*"), reverse=True):
+        state = _verified(path)
+        if state is not None:
+            return path, state
+        if warn:
+            warn(f"checkpoint {path} is corrupt (a file is missing or does not match its sha256); "
+                 "falling back to an earlier one")
+    return None
+
+
+def load(path: Path, model, optimizer) -> None:
+    """Restore the trainable weights and the optimizer's moments saved by ``save``."""
+    import torch
+    from safetensors.torch import load_file
+
+    weights = load_file(str(Path(path) / "trainable.safetensors"))
+    params = _trainable(model)
+    if set(weights) != set(params):
+        raise ValueError(f"checkpoint {path} does not fit this model's trainable weights")
+    with torch.no_grad():
+        for name, p in params.items():
+            p.copy_(weights[name])
+    saved = load_file(str(Path(path) / "optimizer.safetensors"))
+    current = optimizer.state_dict()
+    state: dict = {}
+    for key, value in saved.items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": current["param_groups"]})

@@ -1,0 +1,191 @@
+"""The stage cache: each stage's output stored under the hash of its resolved inputs.
+
+A stage (an organism, or one blue run = method x LR) lives in ``<root>/<kind>-<key>/``.
+Its key hashes everything that determines its output: the upstream stage's key, the
+stage's own options, the data it trains and evaluates on (hashed by content), and the
+versions of the code that turns them into weights. While the stage works, the directory
+holds its resumable training checkpoints (``train/``); when it is done its outputs are
+written, then ``COMPLETE`` (the sha256 of every output file, written atomically) marks it
+reusable. A run that meets a complete stage reuses it; one that meets a partial stage
+continues it from its last checkpoint.
+
+The root is ``$ROBUSTMO_CACHE/stages`` (default ``~/.cache/robustmo/stages``), shared by
+every run and sweep on the machine (or on a shared filesystem); ``--no-cache`` gives a run a
+private root inside its run directory, so nothing is reused but it still resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from robustmo import __version__
+from robustmo.core.errors import RobustmoError
+from robustmo.core.runstore import atomic_write_json
+
+# Bump when code changes what a stage produces from the same inputs (training loop, eval protocol).
+STAGE_CODE_VERSION = "stages-1"
+MARKER = "COMPLETE"
+
+
+def cache_dir() -> Path:
+    """``$ROBUSTMO_CACHE`` or ``~/.cache/robustmo``."""
+    return Path(os.environ.get("ROBUSTMO_CACHE") or Path.home() / ".cache" / "robustmo").expanduser()
+
+
+def default_root() -> Path:
+    return cache_dir() / "stages"
+
+
+def code_versions() -> dict[str, str]:
+    """The versions that change what training and generation compute."""
+    import importlib.metadata as md
+
+    out = {"robustmo": __version__, "stage_code": STAGE_CODE_VERSION}
+    for pkg in ("torch", "transformers", "peft"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "-"
+    return out
+
+
+def digest(obj: Any) -> str:
+    """sha256 of ``obj`` as canonical JSON."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+
+
+def file_hashes(directory: Path) -> dict[str, str]:
+    from robustmo.core.checkpoint import file_sha256
+
+    return {str(p.relative_to(directory)): file_sha256(p) for p in sorted(directory.rglob("*"))
+            if p.is_file() and p.name != MARKER and "train" not in p.relative_to(directory).parts}
+
+
+@dataclass
+class Stage:
+    kind: str
+    key: str
+    path: Path
+    label: str
+
+    @property
+    def marker(self) -> Path:
+        return self.path / MARKER
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "train"
+
+    def is_complete(self) -> bool:
+        return self.marker.exists()
+
+    def verify(self) -> str | None:
+        """None if every output matches its recorded sha256, else what is wrong."""
+        try:
+            recorded = json.loads(self.marker.read_text())["files"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return f"its {MARKER} marker is unreadable"
+        from robustmo.core.checkpoint import file_sha256
+
+        for name, sha in recorded.items():
+            path = self.path / name
+            if not path.is_file():
+                return f"{name} is missing"
+            if file_sha256(path) != sha:
+                return f"{name} does not match its sha256"
+        return None
+
+    def begin(self, inputs: dict) -> None:
+        """Create the directory and record what the stage is (main process only)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        meta = self.path / "stage.json"
+        if not meta.exists():
+            atomic_write_json(meta, {"kind": self.kind, "key": self.key, "label": self.label, "inputs": inputs,
+                                     "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+
+    def finish(self, info: dict) -> None:
+        """Mark the stage complete: outputs are written; their hashes go into the marker."""
+        atomic_write_json(self.marker, {"finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **info,
+                                        "files": file_hashes(self.path)})
+        shutil.rmtree(self.checkpoints, ignore_errors=True)  # training state is no longer needed
+
+    def set_aside(self) -> Path:
+        """Move a corrupt stage out of the way (kept for inspection, never deleted silently)."""
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(self.path, aside)
+        return aside
+
+
+class StageCache:
+    def __init__(self, root: Path | None = None):
+        self.root = Path(root) if root is not None else default_root()
+
+    def stage(self, kind: str, inputs: dict, label: str) -> Stage:
+        key = digest({"kind": kind, "inputs": inputs, "versions": code_versions()})
+        return Stage(kind, key, self.stage_path(kind, key), label)
+
+    def stage_path(self, kind: str, key: str) -> Path:
+        return self.root / f"{kind}-{key[:16]}"
+
+    def entries(self) -> list[dict]:
+        """Every stage directory under the root, for ``robustmo cache ls``."""
+        out = []
+        if not self.root.is_dir():
+            return out
+        for path in sorted(self.root.iterdir()):
+            if not path.is_dir():
+                continue
+            try:
+                meta = json.loads((path / "stage.json").read_text())
+            except (OSError, ValueError):
+                meta = {}
+            state = ("corrupt (set aside)" if ".corrupt-" in path.name else
+                     "complete" if (path / MARKER).exists() else
+                     "partial" if (path / "train").exists() else "empty")
+            size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+            out.append({"id": path.name, "kind": meta.get("kind", path.name.split("-")[0]),
+                        "label": meta.get("label", "?"), "created": meta.get("created", "?"), "state": state,
+                        "bytes": size, "path": str(path)})
+        return out
+
+    def remove(self, ids: list[str]) -> list[str]:
+        """Delete stage directories by id or unique id prefix; unknown ids are an error (nothing deleted)."""
+        entries = {e["id"]: e for e in self.entries()}
+        chosen = []
+        for wanted in ids:
+            matches = [i for i in entries if i == wanted or i.startswith(wanted)]
+            if not matches:
+                raise RobustmoError(f"no cache entry {wanted!r} under {self.root}; 'robustmo cache ls' lists them")
+            if len(matches) > 1 and wanted not in matches:
+                raise RobustmoError(f"cache id prefix {wanted!r} is ambiguous ({', '.join(matches[:3])}, ...); "
+                                    "give more characters")
+            chosen.append(wanted if wanted in matches else matches[0])
+        for i in chosen:
+            shutil.rmtree(entries[i]["path"])
+        return chosen
+
+
+def link_or_copy_tree(src: Path, dst: Path) -> None:
+    """Put a stage's output into a run directory: hard links where the filesystem allows
+    (no second copy of the weights), else copies; atomic (temp dir, then rename)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+    def link(s, d):
+        try:
+            os.link(s, d)
+        except OSError:
+            shutil.copy2(s, d)
+
+    shutil.copytree(src, tmp, copy_function=link)
+    if dst.exists():
+        shutil.rmtree(dst)
+    os.replace(tmp, dst)
