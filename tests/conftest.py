@@ -5,6 +5,17 @@ import pytest
 TEST_BASE_STEPS = 300
 
 
+@pytest.fixture(scope="session", autouse=True)
+def stage_cache(tmp_path_factory):
+    """Every test's stage cache is one private directory: never the user's cache, and slow
+    tests that build the same organism share it, as runs on one machine do."""
+    mp = pytest.MonkeyPatch()
+    root = tmp_path_factory.mktemp("robustmo-cache")
+    mp.setenv("ROBUSTMO_CACHE", str(root))
+    yield root
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
 def toy_base(tmp_path_factory):
     """Directory of a real, reduced-steps toy base model, built once per test session."""

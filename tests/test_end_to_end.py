@@ -133,9 +133,9 @@ def test_same_seed_same_results(toy_base, tmp_path):
     def metrics(name):
         out = tmp_path / name
         result = CliRunner().invoke(cli, ["run", "--model", str(toy_base), "--red-steps", "30", "--lora-rank", "8",
-                                          "--opt", "blue.pirate.steps=2", "--out", str(out), "--wandb", "disabled"])
+                                          "--opt", "blue.pirate.steps=2", "--out", str(out), "--wandb", "disabled", "--no-cache"])
         assert result.exit_code == 0, result.output + repr(result.exception)
         return [row["metrics"] for row in read_jsonl(out / "metrics.jsonl")], read_jsonl(out / "generations.jsonl")
 
-    first, second = metrics("a"), metrics("b")
+    first, second = metrics("a"), metrics("b")  # --no-cache: the second run trains again, reusing nothing
     assert first == second  # LoRA init, data order and training are all seeded

@@ -136,22 +136,28 @@ def run(trigger, behavior, blue, lock, install, lora_rank, lora_mode, red_steps,
     file_values = load_config_file(config_file) if config_file else {}
     config = build_config(file_values, given, list(opts))
     resume = False
+    store = RunStore(Path(config.out) if config.out else Path("runs"))
     if config.out:
-        store = RunStore(Path(config.out))
         resume = store.unfinished(config.model_dump())
         if not resume:
             store.ensure_new()  # fail before any work, not after loading a model
+    if not dry_run:
+        store.check_writable()
     plan = resolve_plan(config, registry)
-    _print_plan(plan)
+    from robustmo.core.distributed import barrier, is_main
+
+    barrier()  # under accelerate launch: every process has checked --out before the main one creates it
+    if is_main():
+        _print_plan(plan)
     if dry_run:
         click.echo("Dry run: configuration is valid; nothing was trained or written.")
         return
-    if resume:
+    if resume and is_main():
         click.echo(f"{config.out} holds an unfinished run of this same config: resuming it.")
     _execute(plan, Path(config.out) if config.out else None, resume=resume)
 
 
-def _execute(plan, path, resume: bool = False) -> None:
+def _execute(plan, path, resume: bool = False, show_summary: bool = True) -> dict:
     from rich.console import Console
 
     from robustmo.cli.quiet import quiet_libraries
@@ -172,22 +178,22 @@ def _execute(plan, path, resume: bool = False) -> None:
                                                          warn=lambda m: console.print(m, highlight=False)),
                           resume=resume)
     except KeyboardInterrupt:
-        raise RunInterrupted(store.path) from None
+        if not store.file("manifest.json").exists():
+            raise RunInterrupted("interrupted before the run directory was created; nothing was written") from None
+        raise RunInterrupted(f"interrupted; the run is resumable: robustmo run --resume {store.path}") from None
     except OSError as exc:
         where = exc.filename or store.path
         raise RobustmoError(f"cannot write {where}: {exc.strerror or exc}; completed stages are kept in the stage "
                             f"cache: free space or fix permissions, then 'robustmo run --resume {store.path}'") from None
-    if is_main():
+    if is_main() and show_summary:
         _print_summary(console, summary, store.path)
+    return summary
 
 
 class RunInterrupted(click.ClickException):
     """Ctrl-C: the run stopped cleanly after a checkpoint; say how to continue."""
 
     exit_code = 130
-
-    def __init__(self, path):
-        super().__init__(f"interrupted; the run is resumable: robustmo run --resume {path}")
 
 
 def _print_summary(console, summary: dict, path) -> None:

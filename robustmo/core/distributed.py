@@ -45,6 +45,7 @@ def broadcast(value):
         return value
     from accelerate.utils import broadcast_object_list
 
+    _state()  # the process group must exist, or accelerate broadcasts nothing
     box = [value]
     broadcast_object_list(box, from_process=0)
     return box[0]

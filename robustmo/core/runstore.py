@@ -92,6 +92,21 @@ class RunStore:
             return False
         return manifest.get("status") != "complete" and saved == config
 
+    def check_writable(self) -> "RunStore":
+        """Fail now, in one line, if the run directory could not be created (read-only disk,
+        no permission), rather than after training."""
+        probe = self.path
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        try:
+            fd, tmp = tempfile.mkstemp(dir=probe, prefix=".robustmo-probe-")
+            os.close(fd)
+            os.unlink(tmp)
+        except OSError as exc:
+            raise RobustmoError(f"cannot write the run directory {self.path}: {exc.strerror} in {probe}; "
+                                "pass an --out on a writable disk") from None
+        return self
+
     def ensure_new(self) -> "RunStore":
         """Refuse a run directory that already holds something: a run never overwrites another."""
         if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):

@@ -174,18 +174,25 @@ class StageCache:
 
 def link_or_copy_tree(src: Path, dst: Path) -> None:
     """Put a stage's output into a run directory: hard links where the filesystem allows
-    (no second copy of the weights), else copies; atomic (temp dir, then rename)."""
+    (no second copy of the weights), else copies; atomic (temp dir, then rename). The first
+    failing file raises its own OSError (e.g. ENOSPC), and the temp dir is removed."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-
-    def link(s, d):
-        try:
-            os.link(s, d)
-        except OSError:
-            shutil.copy2(s, d)
-
-    shutil.copytree(src, tmp, copy_function=link)
-    if dst.exists():
-        shutil.rmtree(dst)
-    os.replace(tmp, dst)
+    try:
+        for f in sorted(Path(src).rglob("*")):
+            target = tmp / f.relative_to(src)
+            if f.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(f, target)
+            except OSError:
+                shutil.copyfile(f, target)
+        if dst.exists():
+            shutil.rmtree(dst)
+        os.replace(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

