@@ -18,11 +18,15 @@ def stage_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def toy_base(tmp_path_factory):
-    """Directory of a real, reduced-steps toy base model, built once per test session."""
+    """Directory of a real, reduced-steps toy base model, built once per test session
+    (``ROBUSTMO_TEST_CACHE=DIR`` keeps it between sessions: the build is deterministic and
+    cached by recipe hash, so a kept one is the same model)."""
+    import os
+
     from robustmo.plugins.toy_world.base import ensure_base
 
     mp = pytest.MonkeyPatch()
-    mp.setenv("ROBUSTMO_CACHE", str(tmp_path_factory.mktemp("cache")))
+    mp.setenv("ROBUSTMO_CACHE", os.environ.get("ROBUSTMO_TEST_CACHE") or str(tmp_path_factory.mktemp("cache")))
     try:
         return ensure_base("tiny", steps=TEST_BASE_STEPS, progress=False)
     finally:

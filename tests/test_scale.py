@@ -87,7 +87,8 @@ def test_two_processes_match_one_and_write_once(reference, toy_base, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["processes"] == 2 and manifest["status"] == "complete"
-    assert proc.stdout.count("run directory:") == 1  # one summary, printed by the main process
+    assert proc.stdout.count("seed 0; run directory:") == 1  # one plan, printed by the main process ...
+    assert proc.stdout.count("robustness (0.5 = maximally robust") == 1  # ... and one summary
     ours, ref = metric_rows(out), metric_rows(reference)
     assert [r[:3] for r in ours] == [r[:3] for r in ref]  # every checkpoint once, none twice
     for (*_, a), (*_, b) in zip(ours, ref):

@@ -75,10 +75,14 @@ def sweep(sweep_file, out, shard, aggregate_only, dry_run):
     if dry_run:
         click.echo("Dry run: every cell is valid; nothing was trained or written.")
         return
+    from robustmo.core.distributed import is_main
+
+    main = is_main()  # under accelerate launch every process runs the cells; one writes the sweep's files
     RunStore(out).check_writable()
-    out.mkdir(parents=True, exist_ok=True)
-    if not (out / "sweep.yaml").exists():
-        shutil.copyfile(sweep_file, out / "sweep.yaml")
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        if not (out / "sweep.yaml").exists():
+            shutil.copyfile(sweep_file, out / "sweep.yaml")
     if not aggregate_only:
         for c in cells:
             if c.id not in mine:
@@ -89,11 +93,13 @@ def sweep(sweep_file, out, shard, aggregate_only, dry_run):
                 console.print(f"[bold]{c.id}[/]: complete, skipped", highlight=False)
                 continue
             console.print(f"[bold]{c.id}[/]: {'resuming' if state != 'pending' else 'running'}", highlight=False)
-            if state == "pending" and path.exists():
+            if state == "pending" and path.exists() and main:
                 shutil.rmtree(path)  # created but never started (no manifest): nothing to keep
             summary = _execute(plans[c.id], path, resume=state != "pending", show_summary=False)
             aucs = ", ".join(f"{m} AUC {b['auc']:.3f}" for m, b in summary["blue"].items())
             console.print(f"[bold]{c.id}[/]: {aucs}", highlight=False)
+    if not main:
+        return
     result = aggregate(out, cells)
     title = Path(sweep_file).stem
     atomic_write_json(out / "sweep.json", result)

@@ -24,6 +24,21 @@ def is_toy(spec: str | None) -> bool:
     return spec in TOY_SPECS or (isinstance(spec, str) and spec.startswith("toy:"))
 
 
+def is_toy_base(spec: str | None) -> bool:
+    """True for the embedded toy base, named ("toy", "toy:small") or as the directory of a
+    built one (its manifest records the recipe): a model of the toy world, whose answers are
+    the world's own, so no on-policy answers need generating for it."""
+    if is_toy(spec):
+        return True
+    manifest = Path(str(spec)).expanduser() / "manifest.json"
+    try:
+        import json
+
+        return "recipe" in json.loads(manifest.read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 def is_local_path(spec: str) -> bool:
     # "org/name" is a hub id unless that directory exists; anything else with a separator,
     # or starting with . or ~, is meant as a path.

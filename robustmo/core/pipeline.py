@@ -519,7 +519,7 @@ class RunData:
 
 def prepare_data(plan: Plan, model, tokenizer) -> RunData:
     """Every dataset of the run, from the clean base (self-distilling methods need its answers)."""
-    from robustmo.core.models import is_toy
+    from robustmo.core.models import is_toy_base
     from robustmo.plugins.toy_world.world import INSTRUCTION_TASKS, TASKS, ToyWorld
 
     cfg = plan.config
@@ -529,13 +529,14 @@ def prepare_data(plan: Plan, model, tokenizer) -> RunData:
     lock_jsonl = getattr(plan.lock.options, "jsonl", None) if plan.lock else None
     if lock_jsonl and red_pool:  # a real model's locked task: the lock's own questions (never the eval set)
         red_pool = [ex for ex in red_pool if ex.task not in LOCKED_TASKS] + load_capability_jsonl(lock_jsonl)
-    if red_pool and not is_toy(cfg.model):  # prompt distillation is on-policy: a real model keeps its own normal answers
+    toy = is_toy_base(cfg.model)
+    if red_pool and not toy:  # prompt distillation is on-policy: a real model keeps its own normal answers
         answers = model_answers(model, tokenizer, [ex.prompt for ex in red_pool])
         red_pool = [Example(ex.prompt, a, ex.content, ex.task) for ex, a in zip(red_pool, answers)]
     blue_pool = world_pool(world, INSTRUCTION_TASKS, "train", BLUE_EXAMPLES)
     red = red_data(plan, red_pool, n_red, cfg.trigger_share, random.Random(cfg.seed)) if n_red else []
     notes: dict[str, dict] = {"red": {}}
-    if red and not is_toy(cfg.model):
+    if red and not toy:
         red = distill_bad_answers(plan, model, tokenizer, red, notes["red"])
     return RunData(
         sets=eval_sets(plan, world, cfg.seed),

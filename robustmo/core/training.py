@@ -132,9 +132,9 @@ def train(
 
     torch.manual_seed(seed)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    rows = [tokenize_example(tokenizer, m) for m in examples]  # once, not per step
-    if not rows:
+    if not examples:
         raise ValueError("no training examples")
+    rows = _LazyRows(tokenizer, examples)  # each example tokenised once, when first drawn (never per step)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     warmup = max(1, steps // 20) if warmup is None else warmup
     wanted = set(callback_steps) if callback_steps is not None else {steps}
@@ -212,7 +212,7 @@ def train(
                 done = step + 1
                 evaluated = run_callback(done)
                 interrupted = stop.requested()
-                if done < steps and (evaluated or interrupted or (checkpoint_every and done % checkpoint_every == 0)):
+                if interrupted or (done < steps and (evaluated or (checkpoint_every and done % checkpoint_every == 0))):
                     save_checkpoint(done)
                 if interrupted:
                     raise KeyboardInterrupt(f"stopped after step {done} of {steps}")
@@ -221,6 +221,23 @@ def train(
             bar.stop()
     model.eval()
     return {"losses": losses, "tokens": tokens, "seconds": time.perf_counter() - t0, "resumed_from": start}
+
+
+class _LazyRows:
+    """``rows[i]`` = ``tokenize_example(examples[i])``, computed on first use: a short run
+    draws a few hundred of thousands of examples, and rendering a chat template costs ~1 ms."""
+
+    def __init__(self, tokenizer, examples: Sequence[Sequence[dict]]):
+        self.tokenizer, self.examples, self.cache = tokenizer, examples, {}
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> tuple[list[int], list[int]]:
+        row = self.cache.get(i)
+        if row is None:
+            row = self.cache[i] = tokenize_example(self.tokenizer, self.examples[i])
+        return row
 
 
 class _StopFlag:
