@@ -64,13 +64,20 @@ def cli():
 
 
 def _add_commands() -> None:
+    from robustmo.cli.cache import cache
     from robustmo.cli.plugins import plugins
     from robustmo.cli.run import lr_check, run
+    from robustmo.cli.sweep import sweep
+    from robustmo.cli.runs import rescore, runs
     from robustmo.registry import get_registry
 
     cli.add_command(plugins)
     cli.add_command(run)
     cli.add_command(lr_check)
+    cli.add_command(cache)
+    cli.add_command(sweep)
+    cli.add_command(runs)
+    cli.add_command(rescore)
     get_registry().add_commands(cli)
 
 

@@ -163,18 +163,18 @@ def _execute(plan, path, resume: bool = False, show_summary: bool = True) -> dic
     from robustmo.cli.quiet import quiet_libraries
     from robustmo.core.distributed import broadcast, is_main
     from robustmo.core.pipeline import execute, run_id_for
-    from robustmo.core.tracking import Tracker, resolve_mode
+    from robustmo.core.tracking import Tracker, resolve_mode, wandb_group, wandb_tags
 
     quiet_libraries()
     console = Console()
     cfg = plan.config
     run_id = broadcast(path.name if path else run_id_for(plan))  # one directory, whatever the processes' clocks say
     store = RunStore(path or Path("runs") / run_id, enabled=is_main())
-    organism = f"{cfg.trigger}-{cfg.behavior}-{cfg.install}" + (f"-r{cfg.lora_rank}" if cfg.install == "lora" else "")
     try:
         summary = execute(plan, store, progress=True, log=lambda m: console.print(m, highlight=False),
                           make_tracker=lambda p: Tracker(resolve_mode(cfg.wandb), p, run_id, cfg.model_dump(),
-                                                         group=organism, tags=[organism, *cfg.blue],
+                                                         group=wandb_group(cfg.model_dump()),
+                                                         tags=wandb_tags(cfg.model_dump()),
                                                          warn=lambda m: console.print(m, highlight=False)),
                           resume=resume)
     except KeyboardInterrupt:
