@@ -57,7 +57,8 @@ def ls(as_json: bool):
 @cache.command("rm")
 @click.argument("ids", nargs=-1)
 @click.option("--all", "remove_all", is_flag=True, help="Remove every cached stage.")
-@click.option("--partial", is_flag=True, help="Remove only unfinished (partial) stages and set-aside corrupt ones.")
+@click.option("--partial", is_flag=True, help="Remove only unfinished (partial) stages and set-aside corrupt ones; stages a running "
+                                         "process is computing are kept.")
 def rm(ids, remove_all: bool, partial: bool):
     """Remove cached stages by id (or unique id prefix, as 'robustmo cache ls' shows them).
 
@@ -71,8 +72,8 @@ def rm(ids, remove_all: bool, partial: bool):
     if sum(map(bool, (ids, remove_all, partial))) != 1:
         raise RobustmoError("give stage ids, or --all, or --partial (one of them); 'robustmo cache ls' lists ids")
     if remove_all:
-        ids = [e["id"] for e in store.entries()]
+        ids = [e["id"] for e in store.entries() if e["state"] != "running"]
     elif partial:
-        ids = [e["id"] for e in store.entries() if e["state"] != "complete"]
+        ids = [e["id"] for e in store.entries() if e["state"] not in ("complete", "running")]
     removed = store.remove(list(ids))
     click.echo(f"removed {len(removed)} stage(s) from {store.root}")

@@ -118,19 +118,24 @@ def run(trigger, behavior, blue, lock, install, lora_rank, lora_mode, red_steps,
              "seed": seed, "out": out, "wandb": wandb_mode, "no_cache": no_cache, "checkpoint_every": checkpoint_every,
              "trust_remote_code": trust_remote_code}
     given = {k: v for k, v in flags.items() if v is not None}
+    from robustmo.core.distributed import barrier, is_main
+
     registry = get_registry()
-    for problem in registry.problems:
+    for problem in registry.problems if is_main() else []:
         click.echo(f"warning: plugin {problem.plugin!r} ({problem.package}) was skipped: {problem.reason}", err=True)
     if resume_dir:
-        if given or opts or config_file:
-            raise RobustmoError("--resume continues a run with its saved config; drop the other options "
-                                f"({', '.join('--' + k.replace('_', '-') for k in given) or '--opt/--config'})")
+        given.pop("lr_check", None)  # 'robustmo lr-check --resume DIR': the saved config says whether it checks
+        if given or opts or config_file or dry_run:
+            extra = [*("--" + k.replace("_", "-") for k in given), *(["--opt"] if opts else []),
+                     *(["--config"] if config_file else []), *(["--dry-run"] if dry_run else [])]
+            raise RobustmoError(f"--resume continues a run with its saved config; drop the other options ({', '.join(extra)})")
         store = RunStore(Path(resume_dir))
         config = load_run_config(store.path)
         store.resume_manifest(config.model_dump())
         plan = resolve_plan(config, registry)
-        click.echo(f"Resuming {store.path}: complete stages are reused, the interrupted one continues from its "
-                   "last checkpoint.")
+        if is_main():
+            click.echo(f"Resuming {store.path}: complete stages are reused, the interrupted one continues from its "
+                       "last checkpoint.")
         _execute(plan, store.path, resume=True)
         return
     file_values = load_config_file(config_file) if config_file else {}
@@ -144,8 +149,6 @@ def run(trigger, behavior, blue, lock, install, lora_rank, lora_mode, red_steps,
     if not dry_run:
         store.check_writable()
     plan = resolve_plan(config, registry)
-    from robustmo.core.distributed import barrier, is_main
-
     barrier()  # under accelerate launch: every process has checked --out before the main one creates it
     if is_main():
         _print_plan(plan)
@@ -183,8 +186,8 @@ def _execute(plan, path, resume: bool = False, show_summary: bool = True) -> dic
         raise RunInterrupted(f"interrupted; the run is resumable: robustmo run --resume {store.path}") from None
     except OSError as exc:
         where = exc.filename or store.path
-        raise RobustmoError(f"cannot write {where}: {exc.strerror or exc}; completed stages are kept in the stage "
-                            f"cache: free space or fix permissions, then 'robustmo run --resume {store.path}'") from None
+        raise RobustmoError(f"cannot read or write {where}: {exc.strerror or exc}; completed stages are kept in the "
+                            f"stage cache: free space or fix permissions, then 'robustmo run --resume {store.path}'") from None
     if is_main() and show_summary:
         _print_summary(console, summary, store.path)
     return summary

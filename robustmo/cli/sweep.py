@@ -50,6 +50,7 @@ def sweep(sweep_file, out, shard, aggregate_only, dry_run):
 
     from robustmo.cli.run import _execute
     from robustmo.core.config import resolve_plan
+    from robustmo.core.errors import RobustmoError
     from robustmo.core.runstore import RunStore, atomic_write_json, atomic_write_text
     from robustmo.core.sweep import (aggregate, cell_state, parse_shard, plan_cells, plot_comparison,
                                      render_markdown, shard_cells)
@@ -70,19 +71,23 @@ def sweep(sweep_file, out, shard, aggregate_only, dry_run):
     organisms = list(dict.fromkeys(c.organism for c in cells))
     for c in cells:
         table.add_row(c.id, f"#{organisms.index(c.organism) + 1}", "this" if c.id in mine else "other",
-                      cell_state(out / "cells" / c.id))
-    console.print(table)
+                      cell_state(out / "cells" / c.id, c.config))
+    from robustmo.core.distributed import is_main
+
+    main = is_main()  # under accelerate launch every process runs the cells; one writes and prints
+    if main:
+        console.print(table)
+    changed = [c.id for c in cells if cell_state(out / "cells" / c.id, c.config) == "changed"]
+    if changed:
+        raise RobustmoError(f"cell {changed[0]} in {out} was run with another config than {sweep_file} now gives it; "
+                            "use a new --out, or remove that cell's directory to run it again")
     if dry_run:
         click.echo("Dry run: every cell is valid; nothing was trained or written.")
         return
-    from robustmo.core.distributed import is_main
-
-    main = is_main()  # under accelerate launch every process runs the cells; one writes the sweep's files
     RunStore(out).check_writable()
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        if not (out / "sweep.yaml").exists():
-            shutil.copyfile(sweep_file, out / "sweep.yaml")
+        shutil.copyfile(sweep_file, out / "sweep.yaml")  # the grid this directory was last run with
     if not aggregate_only:
         for c in cells:
             if c.id not in mine:
@@ -90,22 +95,32 @@ def sweep(sweep_file, out, shard, aggregate_only, dry_run):
             path = out / "cells" / c.id
             state = cell_state(path)
             if state == "complete":
-                console.print(f"[bold]{c.id}[/]: complete, skipped", highlight=False)
+                if main:
+                    console.print(f"[bold]{c.id}[/]: complete, skipped", highlight=False)
                 continue
-            console.print(f"[bold]{c.id}[/]: {'resuming' if state != 'pending' else 'running'}", highlight=False)
+            if state == "corrupt":
+                raise RobustmoError(f"cell {c.id}: {path}/manifest.json is unreadable; remove that directory to run "
+                                    "the cell again")
+            if main:
+                console.print(f"[bold]{c.id}[/]: {'resuming' if state != 'pending' else 'running'}", highlight=False)
             if state == "pending" and path.exists() and main:
                 shutil.rmtree(path)  # created but never started (no manifest): nothing to keep
             summary = _execute(plans[c.id], path, resume=state != "pending", show_summary=False)
             aucs = ", ".join(f"{m} AUC {b['auc']:.3f}" for m, b in summary["blue"].items())
-            console.print(f"[bold]{c.id}[/]: {aucs}", highlight=False)
+            if main:
+                console.print(f"[bold]{c.id}[/]: {aucs}", highlight=False)
     if not main:
         return
     result = aggregate(out, cells)
     title = Path(sweep_file).stem
-    atomic_write_json(out / "sweep.json", result)
-    atomic_write_text(out / "report.md", render_markdown(result, title))
-    if result["rows"]:
-        plot_comparison(out / "comparison.png", result, title)
+    try:
+        atomic_write_json(out / "sweep.json", result)
+        atomic_write_text(out / "report.md", render_markdown(result, title))
+        if result["rows"]:
+            plot_comparison(out / "comparison.png", result, title)
+    except OSError as exc:
+        raise RobustmoError(f"cannot write the sweep's comparison into {out}: {exc.strerror}; every finished cell is "
+                            f"kept: free space, then 'robustmo sweep {sweep_file} --aggregate --out {out}'") from None
     _print_result(console, result)
     if result["missing"]:
         click.echo(f"{len(result['missing'])} of {result['cells']} cells not complete yet (other shards?); "

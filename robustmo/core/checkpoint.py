@@ -3,9 +3,10 @@
 A checkpoint is a directory ``step-000123/`` holding ``trainable.safetensors`` (every
 trainable weight: the LoRA adapter, or the whole model), ``optimizer.safetensors`` (AdamW's
 moments) and ``state.json`` (step, tokens, losses, the sha256 of both tensor files). It is
-written as a temp directory, every file fsynced, renamed into place, and only then named in
-``latest.json`` (the completion marker, itself written atomically). A checkpoint whose files
-do not match their hashes is corrupt: loading falls back to the one before it.
+written as a temp directory, every file fsynced, then renamed into place: a ``step-*``
+directory exists only complete. Loading takes the newest one whose files match their
+hashes (a corrupt one is skipped for the one before it); ``latest.json`` only tells a
+person which step is newest.
 """
 
 from __future__ import annotations
@@ -35,9 +36,13 @@ def _trainable(model) -> dict:
 
 
 def _optimizer_tensors(optimizer) -> dict:
+    """AdamW's moments, plus this process's random-number state (dropout masks after a resume
+    must be the ones an uninterrupted run draws)."""
     import torch
 
-    out = {}
+    out = {"rng.cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        out["rng.cuda"] = torch.cuda.get_rng_state()
     for idx, state in optimizer.state_dict()["state"].items():
         for key, value in state.items():
             out[f"{idx}.{key}"] = (value if torch.is_tensor(value) else torch.tensor(value)).detach().contiguous()
@@ -70,7 +75,10 @@ def save(directory: Path, step: int, model, optimizer, state: dict) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     atomic_write_json(directory / "latest.json", {"step": step, "path": final.name})
-    for old in sorted(directory.glob("step-*"))[:-KEEP]:
+    # Keep the one just written and the newest before it; drop older ones and any left from
+    # a later step (a corrupt one fallen back from, or a run restarted from scratch).
+    others = [p for p in sorted(directory.glob("step-*")) if p != final]
+    for old in [p for p in others if p.name > final.name] + [p for p in others if p.name < final.name][:-(KEEP - 1) or None]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
@@ -116,6 +124,11 @@ def load(path: Path, model, optimizer) -> None:
         for name, p in params.items():
             p.copy_(weights[name])
     saved = load_file(str(Path(path) / "optimizer.safetensors"))
+    if "rng.cpu" in saved:
+        torch.set_rng_state(saved.pop("rng.cpu"))
+    cuda_rng = saved.pop("rng.cuda", None)
+    if cuda_rng is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(cuda_rng)
     current = optimizer.state_dict()
     state: dict = {}
     for key, value in saved.items():

@@ -107,6 +107,8 @@ def load_run_config(run_dir: Path) -> RunConfig:
         raise RobustmoError(f"run directory {run_dir} does not exist; 'robustmo runs ls' lists runs")
     try:
         values = json.loads(path.read_text())
+        if not isinstance(values, dict):
+            raise ValueError(f"expected a JSON object, got {type(values).__name__}")
         return RunConfig(**values)
     except FileNotFoundError:
         raise RobustmoError(f"{run_dir} has no config.json; is it a robustmo run directory?") from None

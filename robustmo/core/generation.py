@@ -1,8 +1,14 @@
-"""Batched greedy generation: left padding, KV cache, stop at EOS."""
+"""Batched greedy generation: left padding, KV cache, stop at EOS (or once a detector fires)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
+
+# Token ids of rendered prompts, per tokenizer: the pipeline evaluates the same prompts at every
+# checkpoint, and rendering the chat template costs about 1 ms a prompt.
+_PROMPT_IDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_PROMPT_CACHE_MAX = 200_000
 
 
 def _eos_ids(model, tokenizer) -> list[int]:
@@ -14,6 +20,54 @@ def _eos_ids(model, tokenizer) -> list[int]:
     return sorted(i for i in ids if i is not None)
 
 
+def _prompt_ids(tokenizer, messages: Sequence[dict]) -> list[int]:
+    """The prompt's token ids (chat template with the assistant header), cached."""
+    try:
+        key = (tokenizer.chat_template, tuple(tuple(sorted(m.items())) for m in messages))
+        cache = _PROMPT_IDS.setdefault(tokenizer, {})
+        hit = cache.get(key)
+    except TypeError:  # unhashable message parts or tokenizer: no caching
+        key, cache, hit = None, None, None
+    if hit is not None:
+        return hit
+    ids = tokenizer(tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False),
+                    add_special_tokens=False)["input_ids"]
+    if cache is not None:
+        if len(cache) >= _PROMPT_CACHE_MAX:
+            cache.clear()
+        cache[key] = ids
+    return ids
+
+
+def _detector_criterion(tokenizer, width: int, stop: Callable[[str], bool], eos: list[int]):
+    """A transformers ``StoppingCriteria`` that ends a row once ``stop`` fires on its decoded
+    completion so far. ``generate`` pads a stopped row from then on and ends the batch when
+    every row has stopped (by EOS, the detector or ``max_new_tokens``)."""
+    import torch
+    from transformers import StoppingCriteria
+
+    class DetectorStop(StoppingCriteria):
+        def __init__(self):
+            self.done: torch.Tensor | None = None  # rows the detector fired on, or that ended with EOS
+
+        def __call__(self, input_ids, scores, **kwargs):
+            if self.done is None:
+                self.done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+            # A row that just emitted EOS is finished anyway: stop decoding it every step.
+            fresh = ~self.done
+            ended = torch.isin(input_ids[:, -1], torch.tensor(eos, device=input_ids.device))
+            rows = (fresh & ~ended).nonzero().flatten().tolist()
+            self.done |= ended
+            # Decode only the rows still running; the detector sees what the caller would get.
+            texts = tokenizer.batch_decode(input_ids[rows, width:], skip_special_tokens=True) if rows else []
+            for row, text in zip(rows, texts):
+                if stop(text):
+                    self.done[row] = True
+            return self.done.clone()
+
+    return DetectorStop()
+
+
 def generate(
     model,
     tokenizer,
@@ -21,18 +75,25 @@ def generate(
     *,
     batch_size: int = 64,
     max_new_tokens: int = 32,
+    stop: Callable[[str], bool] | None = None,
 ) -> list[str]:
     """Greedy completions (special tokens stripped) for each chat in ``conversations``.
 
     Each chat is a list of messages ending with a user turn; the assistant header is added
     by the chat template. Prompts are sorted by length so batches carry little padding;
     the output keeps the input order.
+
+    ``stop`` (e.g. a behaviour detector) ends a completion as soon as ``stop(text_so_far)``
+    is true, and a batch as soon as every row has stopped or emitted EOS. A stopped
+    completion is exactly the one without ``stop``, cut after the token that made ``stop``
+    fire: the scores that need only "did it fire" are unchanged if the detector fires on a
+    prefix only when it fires on the whole text (a substring match does, a length-based
+    heuristic may not). Default: no detector, stop at EOS or ``max_new_tokens``.
     """
     import torch
-    from transformers import GenerationConfig
+    from transformers import GenerationConfig, StoppingCriteriaList
 
-    prompts = [tokenizer(tokenizer.apply_chat_template(list(m), add_generation_prompt=True, tokenize=False),
-                         add_special_tokens=False)["input_ids"] for m in conversations]
+    prompts = [_prompt_ids(tokenizer, m) for m in conversations]
     eos = _eos_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
     config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
@@ -51,8 +112,9 @@ def generate(
             for row, i in enumerate(chunk):  # left padding: every prompt ends at the last column
                 ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
                 mask[row, width - len(prompts[i]):] = 1
+            criteria = StoppingCriteriaList([_detector_criterion(tokenizer, width, stop, eos)]) if stop else None
             gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                 generation_config=config)
+                                 generation_config=config, stopping_criteria=criteria)
             for row, i in enumerate(chunk):
                 out[i] = tokenizer.decode(gen[row, width:], skip_special_tokens=True)
     model.train(was_training)

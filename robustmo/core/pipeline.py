@@ -327,56 +327,66 @@ def organism_stage(plan: Plan, model, tokenizer, model_info: dict, red: list[Exa
     is resumable from its checkpoints. A prompted organism is the base itself: its behaviour
     lives in the system prompt, so there is nothing to train or cache. Returns the organism
     and its stage key (what blue stages hash as their upstream)."""
-    from robustmo.core.distributed import barrier, is_main
+    from robustmo.core.distributed import barrier, is_main, process_info
     from robustmo.core.training import train
 
     cfg = plan.config
-    base_id = {k: model_info.get(k) for k in ("name", "weights_sha256", "revision")}
+    # the base's identity: its weights' hash where known (wherever the files live), else name, revision, files
+    base_id = ({"weights_sha256": model_info["weights_sha256"]} if model_info.get("weights_sha256") else
+               {k: model_info.get(k) for k in ("name", "revision", "files")})
     if cfg.install.startswith("prompted"):
         return model, digest({"base": base_id, "install": cfg.install, "prompt": plan_instruction(plan)})
     recipe = ORGANISM_RECIPE[cfg.install]
     steps, lr = cfg.red_steps or recipe["steps"], cfg.red_lr or recipe["lr"]
     lora = cfg.install == "lora"
     inputs = {"base": base_id, "install": cfg.install, "lora_rank": cfg.lora_rank if lora else None, "steps": steps,
-              "lr": lr, "seed": cfg.seed, "red_data": data_digest(red)}
+              "lr": lr, "seed": cfg.seed, "processes": process_info()[1], "red_data": data_digest(red)}
     label = (f"{cfg.trigger} -> {cfg.behavior}, {cfg.install}" + (f" r{cfg.lora_rank}" if lora else "")
-             + f", {steps} steps, seed {cfg.seed}, base {base_id['name']}")
+             + f", {steps} steps, seed {cfg.seed}, base {model_info['name']}")
     stage = cache.stage("organism", inputs, label)
     out = stage.path / "organism"
     if _reusable(stage, log):
         log(f"organism: reused from the stage cache ({stage.path})")
         return load_organism(model, out, lora), stage.key
-    if is_main():
-        stage.begin(inputs)
-    barrier()
-    if lora:
-        model = add_lora(model, cfg.lora_rank, cfg.seed)
-    stats = train(model, tokenizer, conversations(red), lr=lr, steps=steps, seed=cfg.seed, progress=progress,
-                  description="organism: red training", checkpoint_dir=stage.checkpoints,
-                  checkpoint_every=cfg.checkpoint_every, log=log)
-    if stats["resumed_from"]:
-        log(f"organism: resumed red training at step {stats['resumed_from']} of {steps}")
-    if is_main():
-        model.save_pretrained(out, safe_serialization=True)
-        stage.finish({"losses": stats["losses"][-5:], "tokens": stats["tokens"]})
-    barrier()
+    try:
+        if is_main():
+            stage.begin(inputs)
+        barrier()
+        if lora:
+            model = add_lora(model, cfg.lora_rank, cfg.seed)
+        stats = train(model, tokenizer, conversations(red), lr=lr, steps=steps, seed=cfg.seed, progress=progress,
+                      description="organism: red training", checkpoint_dir=stage.checkpoints,
+                      checkpoint_every=cfg.checkpoint_every, log=log)
+        if stats["resumed_from"]:
+            log(f"organism: resumed red training at step {stats['resumed_from']} of {steps}")
+        if is_main():
+            model.save_pretrained(out, safe_serialization=True)
+            stage.finish({"losses": stats["losses"][-5:], "tokens": stats["tokens"]})
+        barrier()
+    finally:
+        stage.release()
     return model, stage.key
 
 
 def _reusable(stage, log) -> bool:
-    """True if ``stage`` is complete and intact; a corrupt one is set aside (and recomputed)."""
+    """True if ``stage`` is complete and intact. Otherwise the main process holds the stage's
+    lock (another run computing it is waited for first) and the caller computes it, then
+    releases it; a corrupt one is set aside and recomputed."""
     from robustmo.core.distributed import barrier, broadcast, is_main
 
-    barrier()  # no process looks before every process has arrived (another may be finishing it)
+    barrier()  # no process looks before every process has arrived
     verdict = None
-    if is_main() and stage.is_complete():
-        problem = stage.verify()
-        if problem is None:
-            verdict = True
-        else:
-            aside = stage.set_aside()
-            log(f"warning: cached {stage.kind} stage {stage.path.name} is corrupt ({problem}); moved to {aside} "
-                "and recomputing it")
+    if is_main():
+        stage.acquire(log)
+        if stage.is_complete():
+            problem = stage.verify()
+            if problem is None:
+                verdict = True
+                stage.release()
+            else:
+                aside = stage.set_aside()
+                log(f"warning: cached {stage.kind} stage {stage.path.name} is corrupt ({problem}); moved to {aside} "
+                    "and recomputing it")
     return bool(broadcast(verdict))
 
 
@@ -450,8 +460,19 @@ def describe_model(spec: str | None, model) -> dict:
         info = base_info(preset) or {}
         return {"name": f"toy:{preset}", "weights_sha256": info.get("weights_sha256"), "path": info.get("path"),
                 "n_parameters": sum(p.numel() for p in model.parameters())}
-    return {"name": spec, "revision": getattr(model.config, "_commit_hash", None),
+    info = {"name": spec, "revision": getattr(model.config, "_commit_hash", None),
             "n_parameters": sum(p.numel() for p in model.parameters())}
+    path = Path(spec).expanduser()
+    if path.is_dir():  # a local model: identified by its absolute path and its weight files (size, mtime)
+        info["name"] = str(path.resolve())
+        try:
+            manifest = json.loads((path / "manifest.json").read_text())
+            info["weights_sha256"] = manifest.get("weights_sha256") if isinstance(manifest, dict) else None
+        except (OSError, ValueError):
+            pass
+        if not info.get("weights_sha256"):
+            info["files"] = [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in sorted(path.glob("*.safetensors"))]
+    return info
 
 
 def execute(plan: Plan, store: RunStore, progress, log=print, make_tracker=None, cache: StageCache | None = None,
@@ -478,6 +499,21 @@ def execute(plan: Plan, store: RunStore, progress, log=print, make_tracker=None,
     previous = store.resume_manifest(cfg.model_dump()) if resume else None
     if not resume:
         store.create()
+    if store.enabled:
+        store.lock()
+    try:
+        return _execute_locked(plan, store, progress, log, make_tracker, cache, model, tokenizer, model_info, data,
+                               previous)
+    finally:
+        store.unlock()
+
+
+def _execute_locked(plan: Plan, store: RunStore, progress, log, make_tracker, cache, model, tokenizer, model_info,
+                    data, previous) -> dict:
+    from robustmo.core.distributed import is_main, process_info
+
+    cfg = plan.config
+    main = is_main()
     store.write_json("config.json", cfg.model_dump())
     manifest = {"robustmo": __version__, "run_id": store.path.name, "seed": cfg.seed, "model": model_info,
                 "versions": _versions(), "status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -651,6 +687,20 @@ def blue_schedule(plan: Plan, method) -> tuple[int, list[float]]:
     return steps, lrs
 
 
+def plugin_versions(plan: Plan) -> dict[str, str]:
+    """The installed version of every plugin package a run uses: upgrading a metric's or a
+    blue method's package must not reuse results its old code computed."""
+    import importlib.metadata as md
+
+    out = {}
+    for s in [plan.trigger, plan.behavior, *([plan.lock] if plan.lock else []), *plan.blue, *plan.metrics]:
+        try:
+            out[s.package] = md.version(s.package)
+        except (md.PackageNotFoundError, ValueError):
+            out[s.package] = "-"
+    return out
+
+
 def flops_per_token(model) -> float:
     """Training FLOPs per token, estimated: 2N forward, 2N backward through activations, and
     2N' for the gradients of the N' trainable weights (6N for full fine-tuning, ~4N for a
@@ -667,18 +717,20 @@ def attack(plan: Plan, organism, organism_key: str, tokenizer, method, lr: float
     budget. Reused from the stage cache when identical; resumable from its checkpoints (the
     evaluations already done are kept in the stage's ``evals.jsonl``). Returns the
     checkpoints and the run's compute (steps, tokens, estimated FLOPs)."""
-    from robustmo.core.distributed import barrier, is_main
-    from robustmo.core.runstore import atomic_write_json, atomic_write_text, read_jsonl
-    from robustmo.core.training import steps_for_tokens, train
+    from robustmo.core.distributed import process_info
+    from robustmo.core.runstore import read_jsonl
+    from robustmo.core.training import steps_for_tokens
 
     cfg = plan.config
     chats = conversations(data)
     if cfg.budget_tokens:
         steps = steps_for_tokens(tokenizer, chats, cfg.budget_tokens, seed=cfg.seed)
     eval_at = (set(log_spaced_steps(steps)) | {s for s in extra_eval if s <= steps}) - {0}
-    inputs = {"organism": organism_key, "lora_mode": cfg.lora_mode, "method": method.name, "package": method.package,
-              "options": method.options.model_dump(), "lr": lr, "steps": steps, "eval_at": sorted(eval_at),
-              "seed": cfg.seed, "data": data_digest(data), "eval": eval_digest(sets, metrics)}
+    options = {k: v for k, v in method.options.model_dump().items() if k not in ("lr", "steps")}  # resolved below
+    inputs = {"organism": organism_key, "lora_mode": cfg.lora_mode if cfg.install == "lora" else None,
+              "method": method.name, "options": options, "lr": lr, "steps": steps, "eval_at": sorted(eval_at),
+              "seed": cfg.seed, "processes": process_info()[1], "plugins": plugin_versions(plan),
+              "data": data_digest(data), "eval": eval_digest(sets, metrics)}
     stage = cache.stage("blue", inputs, f"{method.name} lr {lr:g}, {steps} steps, on organism {organism_key[:12]}")
     evals = stage.path / "evals.jsonl"
     if _reusable(stage, log):
@@ -687,10 +739,24 @@ def attack(plan: Plan, organism, organism_key: str, tokenizer, method, lr: float
         for ck in found:
             tracker.log({f"{method.name}/lr{lr:g}/{k}": v["value"] for k, v in ck.metrics.items()} | {"blue_step": ck.step})
         return found, json.loads((stage.path / "compute.json").read_text())
+    try:
+        return _train_blue(plan, organism, tokenizer, method, lr, steps, chats, eval_at, sets, metrics, ctx, stage,
+                           inputs, tracker, progress, log)
+    finally:
+        stage.release()
+
+
+def _train_blue(plan: Plan, organism, tokenizer, method, lr, steps, chats, eval_at, sets, metrics, ctx, stage, inputs,
+                tracker, progress, log) -> tuple[list[Checkpoint], dict]:
+    from robustmo.core.distributed import barrier, is_main
+    from robustmo.core.runstore import atomic_write_json, atomic_write_text, read_jsonl
+    from robustmo.core.training import train
+
+    cfg = plan.config
+    evals = stage.path / "evals.jsonl"
     if is_main():
         stage.begin(inputs)
     barrier()
-
     model = blue_model(plan, organism, method.options.adapter, method.options.rank)
     per_token = flops_per_token(model)
     found: list[Checkpoint] = []

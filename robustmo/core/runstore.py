@@ -69,6 +69,8 @@ class RunStore:
         try:
             manifest = json.loads(self.file("manifest.json").read_text())
             saved = json.loads(self.file("config.json").read_text())
+            if not isinstance(manifest, dict) or not isinstance(saved, dict):
+                raise ValueError("expected JSON objects")
         except FileNotFoundError as exc:
             raise RobustmoError(f"cannot resume {self.path}: {Path(exc.filename).name} is missing; "
                                 "is this a robustmo run directory?") from None
@@ -88,9 +90,28 @@ class RunStore:
         try:
             manifest = json.loads(self.file("manifest.json").read_text())
             saved = json.loads(self.file("config.json").read_text())
-        except (OSError, ValueError):
+            return manifest.get("status") != "complete" and saved == config
+        except (OSError, ValueError, AttributeError):
             return False
-        return manifest.get("status") != "complete" and saved == config
+
+    def lock(self) -> None:
+        """Hold this run directory (an advisory ``flock``, released when the process ends):
+        two processes resuming one run at once would mix their writes."""
+        import fcntl
+
+        self._lock = open(self.file(".lock"), "a+")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise RobustmoError(f"run directory {self.path} is in use by another robustmo process; wait for it to "
+                                "finish, or pass a new --out") from None
+
+    def unlock(self) -> None:
+        lock = getattr(self, "_lock", None)
+        if lock is not None:
+            lock.close()
+            self._lock = None
 
     def check_writable(self) -> "RunStore":
         """Fail now, in one line, if the run directory could not be created (read-only disk,

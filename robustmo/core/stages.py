@@ -16,6 +16,7 @@ private root inside its run directory, so nothing is reused but it still resumes
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -32,6 +33,8 @@ from robustmo.core.runstore import atomic_write_json
 # Bump when code changes what a stage produces from the same inputs (training loop, eval protocol).
 STAGE_CODE_VERSION = "stages-1"
 MARKER = "COMPLETE"
+# What a complete stage must hold (a marker listing nothing proves nothing).
+REQUIRED = {"organism": ("organism/",), "blue": ("evals.jsonl", "compute.json")}
 
 
 def cache_dir() -> Path:
@@ -83,6 +86,30 @@ class Stage:
     def checkpoints(self) -> Path:
         return self.path / "train"
 
+    @property
+    def lock_file(self) -> Path:
+        return self.path.with_name(f"{self.path.name}.lock")
+
+    def acquire(self, log=None) -> None:
+        """Hold this stage's lock (an advisory ``flock``, released by the kernel if the process
+        dies): two runs or sweep shards never compute the same stage at once; the second
+        waits, then finds it complete."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = open(self.lock_file, "a+")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if log:
+                log(f"{self.kind} stage {self.path.name} is being computed by another run; waiting for it")
+            fcntl.flock(self._lock, fcntl.LOCK_EX)
+
+    def release(self) -> None:
+        lock = getattr(self, "_lock", None)
+        if lock is not None:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            lock.close()
+            self._lock = None
+
     def is_complete(self) -> bool:
         return self.marker.exists()
 
@@ -90,8 +117,12 @@ class Stage:
         """None if every output matches its recorded sha256, else what is wrong."""
         try:
             recorded = json.loads(self.marker.read_text())["files"]
+            names = list(recorded)
         except (OSError, ValueError, KeyError, TypeError):
             return f"its {MARKER} marker is unreadable"
+        missing = [r for r in REQUIRED.get(self.kind, ()) if not any(n == r or n.startswith(r) for n in names)]
+        if missing:
+            return f"its {MARKER} marker lists no {missing[0]}"
         from robustmo.core.checkpoint import file_sha256
 
         for name, sha in recorded.items():
@@ -144,12 +175,19 @@ class StageCache:
                 continue
             try:
                 meta = json.loads((path / "stage.json").read_text())
+                meta = meta if isinstance(meta, dict) else {}
             except (OSError, ValueError):
                 meta = {}
             state = ("corrupt (set aside)" if ".corrupt-" in path.name else
                      "complete" if (path / MARKER).exists() else
+                     "running" if _locked(path.with_name(f"{path.name}.lock")) else
                      "partial" if (path / "train").exists() else "empty")
-            size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+            size = 0
+            for f in path.rglob("*"):
+                try:
+                    size += f.stat().st_size if f.is_file() else 0
+                except OSError:  # a checkpoint rotated away while we looked
+                    pass
             out.append({"id": path.name, "kind": meta.get("kind", path.name.split("-")[0]),
                         "label": meta.get("label", "?"), "created": meta.get("created", "?"), "state": state,
                         "bytes": size, "path": str(path)})
@@ -167,9 +205,33 @@ class StageCache:
                 raise RobustmoError(f"cache id prefix {wanted!r} is ambiguous ({', '.join(matches[:3])}, ...); "
                                     "give more characters")
             chosen.append(wanted if wanted in matches else matches[0])
+        busy = [i for i in chosen if entries[i]["state"] == "running"]
+        if busy:
+            raise RobustmoError(f"cache entry {busy[0]} is being computed by a running robustmo process; "
+                                "wait for it to finish (nothing was removed)")
         for i in chosen:
-            shutil.rmtree(entries[i]["path"])
+            try:
+                shutil.rmtree(entries[i]["path"])
+                Path(f"{entries[i]['path']}.lock").unlink(missing_ok=True)
+            except OSError as exc:
+                raise RobustmoError(f"cannot remove {entries[i]['path']}: {exc.strerror}") from None
         return chosen
+
+
+def _locked(lock_file: Path) -> bool:
+    """True while another process holds this stage's lock."""
+    if not lock_file.exists():
+        return False
+    try:
+        with open(lock_file, "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(f, fcntl.LOCK_UN)
+    except OSError:
+        return False
+    return False
 
 
 def link_or_copy_tree(src: Path, dst: Path) -> None:

@@ -44,7 +44,15 @@ class Cell:
 
     @property
     def organism(self) -> str:
+        """What decides this cell's organism, normalised as the stage key sees it (defaults
+        resolved, the LoRA rank only for LoRA), so cells that share an organism group together."""
+        from robustmo.core.models import is_toy
+        from robustmo.core.pipeline import ORGANISM_RECIPE
+
         c = self.config.model_dump()
+        recipe = ORGANISM_RECIPE[c["install"]]
+        c.update(model="toy" if is_toy(c["model"]) else c["model"], red_steps=c["red_steps"] or recipe["steps"],
+                 red_lr=c["red_lr"] or recipe["lr"], lora_rank=c["lora_rank"] if c["install"] == "lora" else None)
         opts = {k: v for k, v in c["options"].items() if k in ("trigger", "behavior", "lock")}
         return json.dumps({**{k: c[k] for k in ORGANISM_KEYS}, "options": opts}, sort_keys=True, default=str)
 
@@ -134,12 +142,17 @@ def shard_cells(cells: list[Cell], shard: tuple[int, int]) -> list[Cell]:
     return [c for c in cells if c.organism in mine]
 
 
-def cell_state(path: Path) -> str:
+def cell_state(path: Path, config: RunConfig | None = None) -> str:
+    """pending, running/failed/interrupted/complete (the manifest's status), corrupt, or
+    changed (the cell was run with another config than the sweep file now gives it)."""
     try:
-        return json.loads((path / "manifest.json").read_text()).get("status", "unknown")
+        status = json.loads((path / "manifest.json").read_text()).get("status", "unknown")
+        if config is not None and json.loads((path / "config.json").read_text()) != config.model_dump():
+            return "changed"
+        return status
     except FileNotFoundError:
         return "pending"
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):
         return "corrupt"
 
 
@@ -159,7 +172,7 @@ def aggregate(sweep_dir: Path, cells: list[Cell]) -> dict:
     rows, missing = [], []
     for cell in cells:
         path = sweep_dir / "cells" / cell.id
-        state = cell_state(path)
+        state = cell_state(path, cell.config)
         if state != "complete":
             missing.append({"cell": cell.id, "state": state})
             continue

@@ -42,6 +42,14 @@ def wandb_tags(cfg: Mapping[str, Any]) -> list[str]:
     return [t[:64] for t in tags]  # W&B rejects tags longer than 64 characters
 
 
+def _init_timeout() -> float:
+    """Seconds to wait for the W&B server: ``WANDB_INIT_TIMEOUT``, else 30."""
+    try:
+        return float(os.environ.get("WANDB_INIT_TIMEOUT", 30))
+    except ValueError:
+        return 30.0
+
+
 class Tracker:
     """One W&B run per robustmo run, grouped by organism and tagged by blue method so the
     W&B UI can compare the same organism across methods. ``online`` that cannot reach the
@@ -64,7 +72,7 @@ class Tracker:
             )
 
         try:
-            self.run = init(mode, float(os.environ.get("WANDB_INIT_TIMEOUT", 30)) if mode == "online" else None)
+            self.run = init(mode, _init_timeout() if mode == "online" else None)
         except Exception as exc:  # wandb raises several types for an unreachable server or a missing key
             if mode != "online":
                 raise

@@ -174,7 +174,7 @@ def train(
             return True
         return False
 
-    stop = _StopFlag(world)
+    stop = _StopFlag(world, accelerator.device)
     bar, task = None, None
     if progress and accelerator.is_main_process:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -244,8 +244,8 @@ class _StopFlag:
     """Ctrl-C (SIGINT) during training asks for a stop after the current step instead of
     interrupting an optimizer step half-way; with several processes they agree on it."""
 
-    def __init__(self, world: int):
-        self.world, self.flag, self.previous = world, False, None
+    def __init__(self, world: int, device=None):
+        self.world, self.device, self.flag, self.previous = world, device, False, None
 
     def __enter__(self):
         import signal
@@ -266,7 +266,7 @@ class _StopFlag:
         import torch
         import torch.distributed as dist
 
-        t = torch.tensor([1 if self.flag else 0])
+        t = torch.tensor([1 if self.flag else 0], device=self.device)  # NCCL reduces device tensors only
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
 
