@@ -261,3 +261,35 @@ def test_bad_sweep_files_are_one_line(tmp_path):
         assert result.exit_code == 2 and fragment in result.stderr and result.stderr.count("\n") == 1, result.stderr
     result = CliRunner().invoke(cli, ["sweep", str(path), "--shard", "3/2"])
     assert result.exit_code == 2 and "--shard" in result.stderr
+
+
+def test_a_stage_being_computed_is_locked_shown_running_and_kept(stage_cache, tmp_path):
+    from robustmo.core.stages import StageCache
+
+    cache = StageCache(tmp_path / "stages")
+    stage = cache.stage("organism", {"x": 1}, "test organism")
+    stage.begin({"x": 1})
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from robustmo.core.stages import StageCache\n"
+        f"s = StageCache({str(tmp_path / 'stages')!r}).stage('organism', {{'x': 1}}, 'test organism')\n"
+        "s.acquire(); print('held', flush=True); time.sleep(60)")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        (entry,) = cache.entries()
+        assert entry["state"] == "running"
+        with pytest.raises(Exception, match="being computed by a running robustmo process"):
+            cache.remove([entry["id"]])
+        waited = []
+        import threading
+
+        t = threading.Thread(target=lambda: (stage.acquire(log=waited.append), stage.release()))
+        t.start()
+        t.join(timeout=1.0)
+        assert t.is_alive() and "being computed by another run; waiting" in waited[0]  # the second run waits...
+        holder.kill()
+        holder.wait()
+        t.join(timeout=10)
+        assert not t.is_alive()  # ... and goes on once the first process is gone (even killed)
+    finally:
+        holder.kill()
+    assert cache.entries()[0]["state"] == "empty" and cache.remove([cache.entries()[0]["id"]])
