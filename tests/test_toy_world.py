@@ -109,29 +109,32 @@ def test_unknown_preset_is_a_clear_error():
 
 
 @pytest.mark.slow
-def test_short_build_learns_capability_and_is_reused_from_cache(tmp_path, monkeypatch):
+def test_short_build_learns_capability_and_is_reused_from_cache(toy_base, monkeypatch):
+    """The session's reduced base (built once by the ``toy_base`` fixture) is a real build:
+    check it, then that asking again reuses it from the cache."""
+    from conftest import TEST_BASE_STEPS
+
     from robustmo.core.generation import generate
     from robustmo.core.models import load_model
     from robustmo.plugins.toy_world.base import base_info, base_path, ensure_base, load_base
 
+    tmp_path = toy_base.parent.parent
     monkeypatch.setenv("ROBUSTMO_CACHE", str(tmp_path))
-    steps = 300
-    t0 = time.perf_counter()
-    path = ensure_base("tiny", progress=False, steps=steps)
-    build_seconds = time.perf_counter() - t0
+    steps = TEST_BASE_STEPS
+    path = toy_base
     assert path == base_path("tiny", steps) and path.parent == tmp_path / "base"
     assert base_path("tiny", steps) != base_path("tiny")  # the override changes the hash
     manifest = json.loads((path / "manifest.json").read_text())
     assert manifest["recipe"]["steps"] == steps and len(manifest["weights_sha256"]) == 64
     # Chance is a few % (answers 0..81); 300 steps is under half the real recipe.
     assert manifest["capability_accuracy"] >= 0.25, manifest
-    assert list(tmp_path.joinpath("base").iterdir()) == [path]  # no temp dirs left behind
+    assert not [p for p in tmp_path.joinpath("base").iterdir() if p.name.startswith(".")]  # no temp dirs left behind
     assert any(path.glob("*.safetensors"))
 
     mtime = (path / "manifest.json").stat().st_mtime_ns
     t0 = time.perf_counter()
     assert ensure_base("tiny", progress=False, steps=steps) == path
-    assert time.perf_counter() - t0 < min(2.0, build_seconds / 5)
+    assert time.perf_counter() - t0 < 2.0  # a build takes minutes
     assert (path / "manifest.json").stat().st_mtime_ns == mtime
     assert base_info("tiny", steps)["weights_sha256"] == manifest["weights_sha256"]
     assert base_info("tiny") is None  # the default recipe is not built in this cache
