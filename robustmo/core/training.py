@@ -50,6 +50,64 @@ def _collate(rows: list[tuple[list[int], list[int]]], pad_id: int):
     return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
 
 
+def _pack(rows: list[tuple[list[int], list[int]]], pad_id: int):
+    """Pack a batch's examples end to end into as few rows as fit the longest one (best-fit
+    decreasing), instead of padding each to it: about half the positions on mixed-length data.
+    Position ids restart at 0 for each example, which makes transformers attend only within an
+    example (block-diagonal causal mask), so the loss and gradients equal the padded batch's. A
+    row's tail padding is its own short 'example' whose labels are all ignored."""
+    import torch
+
+    width = max(len(ids) for ids, _ in rows)
+    bins: list[list] = []  # [free space, members]
+    for ids, lab in sorted(rows, key=lambda r: -len(r[0])):
+        fits = [b for b in bins if b[0] >= len(ids)]
+        b = min(fits, key=lambda b: b[0]) if fits else None
+        if b is None:
+            b = [width, []]
+            bins.append(b)
+        b[0] -= len(ids)
+        b[1].append((ids, lab))
+    input_ids = torch.full((len(bins), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(bins), width), IGNORE_INDEX, dtype=torch.long)
+    positions = torch.zeros((len(bins), width), dtype=torch.long)
+    for r, (_, members) in enumerate(bins):
+        at = 0
+        for ids, lab in members:
+            input_ids[r, at:at + len(ids)] = torch.tensor(ids)
+            labels[r, at:at + len(lab)] = torch.tensor(lab)
+            positions[r, at:at + len(ids)] = torch.arange(len(ids))
+            at += len(ids)
+        positions[r, at:] = torch.arange(width - at)
+    return {"input_ids": input_ids, "labels": labels, "position_ids": positions}
+
+
+def packing_works(model, rows: list[tuple[list[int], list[int]]], pad_id: int) -> bool:
+    """Does ``model`` keep packed examples apart? One no-grad forward of three examples (a long
+    one, and two short ones that share a row), packed vs padded: equal losses mean yes
+    (transformers' attention masks do; attention that ignored position ids would let the second
+    short example see the first and change its loss)."""
+    import torch
+
+    by_length = sorted(rows, key=lambda r: len(r[0]))
+    if len(by_length) < 3 or len(by_length[0][0]) + len(by_length[1][0]) > len(by_length[-1][0]):
+        return False  # no two examples fit beside each other: packing would not save anything
+    trio = [by_length[-1], by_length[0], by_length[1]]
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            packed = {k: v.to(device) for k, v in _pack(trio, pad_id).items()}
+            padded = {k: v.to(device) for k, v in _collate(trio, pad_id).items()}
+            a, b = model(**packed, use_cache=False).loss, model(**padded, use_cache=False).loss
+        return packed["input_ids"].shape[0] == 2 and bool(torch.isclose(a, b, rtol=1e-4, atol=1e-5))
+    except (TypeError, ValueError, RuntimeError):  # an architecture that rejects position ids alone
+        return False
+    finally:
+        model.train(was_training)
+
+
 def batch_order(n_rows: int, batch_size: int, seed: int):
     """The global batches of row indices, in training order: a seeded reshuffle per epoch.
     Every process draws the same global batch and keeps its own shard."""
@@ -156,6 +214,10 @@ def train(
             next(batches)
     if on_resume is not None:
         on_resume(start)
+    # Packed rows instead of padded ones if the model keeps packed examples apart, judged on the
+    # run's first global batch (the same decision whether or not this call resumes).
+    first = next(batch_order(len(rows), batch_size, seed))
+    pack = packing_works(raw_model, [rows[i] for i in first[rank::world]], pad_id)
 
     def save_checkpoint(step: int) -> None:
         if checkpoint_dir is None:
@@ -192,15 +254,15 @@ def train(
             for step in range(start, steps):
                 idx = next(batches)
                 tokens += sum(len(rows[i][0]) for i in idx)
-                batch = _collate([rows[i] for i in idx[rank::world]], pad_id)
+                batch = (_pack if pack else _collate)([rows[i] for i in idx[rank::world]], pad_id)
                 batch = {k: v.to(accelerator.device) for k, v in batch.items()}
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(step, lr=lr, steps=steps, warmup=warmup)
                 if world > 1:  # sum over this shard / completion tokens of the global batch, x world (DDP averages)
                     n_global = sum(sum(1 for t in rows[i][1][1:] if t != IGNORE_INDEX) for i in idx)
-                    loss = model(**batch, num_items_in_batch=n_global).loss * world
-                else:
-                    loss = model(**batch).loss
+                    loss = model(**batch, num_items_in_batch=n_global, use_cache=False).loss * world
+                else:  # no KV cache: with one, transformers would not see the packing in the position ids
+                    loss = model(**batch, use_cache=False).loss
                 accelerator.backward(loss)
                 if grad_clip:
                     accelerator.clip_grad_norm_(params, grad_clip)

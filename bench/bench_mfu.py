@@ -1,0 +1,191 @@
+"""Model FLOPs utilisation of robustmo's training loop, against this machine's measured matmul peak.
+
+    python bench/bench_mfu.py [--presets tiny,small] [--no-profile]
+
+1. Peak: the best of a few dense fp32 `torch.matmul` of square matrices (sizes 1024-3072,
+   the same thread count as training), before and after training in this run (the better
+   of the two: a shared machine can be busy for one); FLOP/s = 2 n^3 / seconds.
+2. Training: `robustmo.core.training.train`, full fine-tuning of a randomly initialised model
+   of each preset's shape on toy-world chats, batch 32; steady-state non-padding tokens/s
+   (first steps left out). Model FLOP/s = 6 * parameters * tokens/s (forward 2N, backward
+   4N per token; attention's sequence-length term left out, as is usual); MFU = model
+   FLOP/s / peak. "HFU incl. padding" counts the padded positions the loop also computes.
+3. Profile (default preset): torch.profiler over a few steady steps, time split into
+   matmuls (with the FLOP/s they reach), attention, element-wise/normalisation, loss,
+   optimizer, data movement, and what is left of the wall time outside any op (Python,
+   autograd bookkeeping, dispatch). Prints tables, writes bench/results/mfu.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import _common  # noqa: E402
+
+STEPS = {"tiny": 30, "small": 12}
+SKIP = 3
+
+
+def matmul_peak(sizes=(1024, 2048, 3072), repeats: int = 5) -> dict:
+    import torch
+
+    best = {}
+    for n in sizes:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        torch.matmul(a, b)  # warm-up
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            torch.matmul(a, b)
+            times.append(time.perf_counter() - t0)
+        best[n] = 2 * n**3 / min(times)
+    return {"flops_per_s": max(best.values()), "by_size": best}
+
+
+def training_rate(preset: str, steps: int, batch_size: int = 32, seed: int = 0, profile_steps: int = 0):
+    """Steady-state tokens/s of robustmo full fine-tuning, and (optionally) a profile of a few steps."""
+    import torch
+
+    from robustmo.core.training import batch_order, tokenize_example, train
+
+    tokenizer = _common.tokenizer_for(preset)
+    model = _common.model_for(preset, tokenizer, seed)
+    data = _common.chats(steps * batch_size, seed)
+    stamps: list[tuple[float, int]] = []
+    prof = None
+    first, last = SKIP + 1, SKIP + 1 + profile_steps  # profile steps [first, last)
+
+    def on_step(step: int, tokens: int):
+        nonlocal prof
+        stamps.append((time.perf_counter(), tokens))
+        if profile_steps and step == first - 1:
+            prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], with_flops=True)
+            prof.__enter__()
+        if prof is not None and step == last - 1:
+            prof.__exit__(None, None, None)
+
+    train(model, tokenizer, data, lr=5e-4, steps=steps, batch_size=batch_size, seed=seed,
+          callback=on_step, callback_steps=range(steps + 1))
+    rows = [tokenize_example(tokenizer, m)[0] for m in data]
+    order = batch_order(len(rows), batch_size, seed)
+    padded = [len(idx) * max(len(rows[i]) for i in idx) for idx in (next(order) for _ in range(steps))]
+    lo = SKIP + profile_steps if profile_steps else SKIP  # profiled steps run slower: leave them out
+    seconds = stamps[-1][0] - stamps[lo][0]
+    tokens = stamps[-1][1] - stamps[lo][1]
+    n = sum(p.numel() for p in model.parameters())
+    out = {"preset": preset, "parameters": n, "steps": steps, "batch_size": batch_size,
+           "steady_steps": steps - lo, "tokens_per_s": tokens / seconds,
+           "padded_positions_per_s": sum(padded[lo:]) / seconds,
+           "padding_share": 1 - tokens / sum(padded[lo:])}
+    if prof is not None:
+        wall = stamps[last - 1][0] - stamps[first - 1][0]
+        out["profile"] = breakdown(prof, wall, profile_steps)
+    return out
+
+
+CATEGORIES = [  # first match wins; names are aten ops (self time)
+    ("matmul", ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear")),
+    ("attention (sdpa)", ("scaled_dot_product", "flash_attention")),
+    ("loss (log-softmax, nll)", ("log_softmax", "nll_loss", "cross_entropy")),
+    ("element-wise + RMSNorm + RoPE + SiLU", ("aten::mul", "aten::add", "aten::pow", "aten::rsqrt", "aten::mean",
+                                             "aten::silu", "aten::neg", "aten::div", "aten::sub", "aten::where",
+                                             "aten::sum", "aten::sqrt", "aten::lerp", "aten::addcmul",
+                                             "aten::addcdiv", "aten::clamp", "aten::exp", "aten::cos", "aten::sin",
+                                             "aten::fill_", "aten::zero_", "aten::_foreach", "aten::norm",
+                                             "aten::linalg_vector_norm", "aten::maximum", "aten::bitwise")),
+    ("data movement (copy, cat, index, embedding)", ("aten::copy_", "aten::cat", "aten::index", "aten::embedding",
+                                                     "aten::_to_copy", "aten::clone", "aten::contiguous",
+                                                     "aten::stack", "aten::empty", "aten::scatter", "aten::gather",
+                                                     "aten::arange", "aten::full", "aten::ones", "aten::zeros")),
+]
+
+
+def breakdown(prof, wall: float, steps: int) -> dict:
+    """Per-step seconds by category (self CPU time of ops on the training thread), the optimizer's
+    share (its ops' total), and the rest of the wall time: Python, autograd, dispatch."""
+    events = prof.key_averages()
+    by_cat: dict[str, float] = defaultdict(float)
+    mm_time = mm_flops = 0.0
+    optimizer = 0.0
+    for e in events:
+        name, self_s = e.key, e.self_cpu_time_total / 1e6
+        if name.startswith("Optimizer.step"):
+            optimizer += e.cpu_time_total / 1e6
+        if name.startswith("Optimizer.") or name.startswith("ProfilerStep"):
+            continue
+        cat = next((c for c, keys in CATEGORIES if any(k in name for k in keys)), "other ops")
+        by_cat[cat] += self_s
+        if cat == "matmul":
+            mm_time += self_s
+            mm_flops += e.flops or 0
+    ops = sum(by_cat.values())
+    per_step = {k: v / steps for k, v in sorted(by_cat.items(), key=lambda kv: -kv[1])}
+    per_step["outside ops (Python, autograd, dispatch)"] = max(0.0, wall - ops) / steps
+    return {"wall_per_step_s": wall / steps, "per_step_s": per_step,
+            "optimizer_step_per_step_s": optimizer / steps,
+            "matmul_flops_per_s": mm_flops / mm_time if mm_time else None,
+            "top_ops": [(e.key, round(e.self_cpu_time_total / 1e6 / steps, 5), e.count // steps)
+                        for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:12]]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--presets", default="tiny,small")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--no-profile", action="store_true")
+    ap.add_argument("--profile-steps", type=int, default=5)
+    args = ap.parse_args()
+
+    machine = _common.machine()
+    t_start = time.perf_counter()
+    peak = matmul_peak()
+    print(f"dense fp32 matmul peak: {peak['flops_per_s'] / 1e9:.1f} GFLOP/s "
+          f"({', '.join(f'{n}: {f / 1e9:.1f}' for n, f in peak['by_size'].items())})", flush=True)
+    results = []
+    presets = args.presets.split(",")
+    for preset in presets:
+        profile = 0 if args.no_profile or preset != presets[0] else args.profile_steps
+        r = training_rate(preset, STEPS[preset] + profile, args.batch_size, profile_steps=profile)
+        r["model_flops_per_s"] = 6 * r["parameters"] * r["tokens_per_s"]
+        r["mfu"] = r["model_flops_per_s"] / peak["flops_per_s"]
+        r["hfu_incl_padding"] = 6 * r["parameters"] * r["padded_positions_per_s"] / peak["flops_per_s"]
+        results.append(r)
+        print(f"  {preset}: {r['tokens_per_s']:.0f} tokens/s", flush=True)
+    # On a shared machine a single measurement can catch a busy moment: measure again after
+    # training and take the better one as the machine's peak (a low peak would flatter MFU).
+    peak_after = matmul_peak()
+    if peak_after["flops_per_s"] > peak["flops_per_s"]:
+        for r in results:
+            r["mfu"] *= peak["flops_per_s"] / peak_after["flops_per_s"]
+            r["hfu_incl_padding"] *= peak["flops_per_s"] / peak_after["flops_per_s"]
+        peak = {**peak_after, "before_training": peak}
+    print(f"\n{machine['torch_threads']} threads, load average at start {machine['load_average_at_start']}; "
+          f"matmul peak (best of before/after training): {peak['flops_per_s'] / 1e9:.1f} GFLOP/s")
+    print(_common.table(
+        ["preset", "params", "tokens/s", "model GFLOP/s", "peak GFLOP/s", "MFU", "HFU incl. padding", "padding"],
+        [[r["preset"], f"{r['parameters'] / 1e6:.2f}M", f"{r['tokens_per_s']:.0f}",
+          f"{r['model_flops_per_s'] / 1e9:.2f}", f"{peak['flops_per_s'] / 1e9:.1f}", f"{100 * r['mfu']:.1f} %",
+          f"{100 * r['hfu_incl_padding']:.1f} %", f"{100 * r['padding_share']:.0f} %"] for r in results]))
+    prof = next((r["profile"] for r in results if "profile" in r), None)
+    if prof:
+        print(f"\nwhere a training step's time goes ({results[0]['preset']}, {args.profile_steps} profiled steps, "
+              f"{prof['wall_per_step_s'] * 1e3:.0f} ms per step under the profiler):")
+        print(_common.table(["part", "ms/step", "share"],
+                            [[k, f"{v * 1e3:.1f}", f"{100 * v / prof['wall_per_step_s']:.0f} %"]
+                             for k, v in prof["per_step_s"].items()]))
+        print(f"optimizer.step (all its ops): {prof['optimizer_step_per_step_s'] * 1e3:.1f} ms/step; matmuls run at "
+              f"{(prof['matmul_flops_per_s'] or 0) / 1e9:.1f} GFLOP/s "
+              f"({100 * (prof['matmul_flops_per_s'] or 0) / peak['flops_per_s']:.0f} % of peak)")
+    path = _common.write_json("mfu.json", {
+        "command": " ".join(["python", "bench/bench_mfu.py", *sys.argv[1:]]), "machine": machine,
+        "wall_seconds": time.perf_counter() - t_start, "peak": peak, "peak_after": peak_after, "results": results})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

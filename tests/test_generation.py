@@ -1,0 +1,110 @@
+"""Batched generation with early stopping (``generate(..., stop=detector)``) on a real model:
+a randomly initialised small Llama with the toy tokenizer (greedy decoding is deterministic,
+so every output can be checked against the run without a detector)."""
+
+import pytest
+
+MAX_NEW = 12
+
+
+@pytest.fixture(scope="module")
+def lm():
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from robustmo.plugins.toy_world.tokenizer import train_tokenizer
+    from robustmo.plugins.toy_world.world import ToyWorld
+
+    world = ToyWorld(0)
+    tokenizer = train_tokenizer(world.tokenizer_corpus(), 512)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=4, intermediate_size=128, max_position_embeddings=128,
+                         tie_word_embeddings=False, initializer_range=0.2, bos_token_id=None,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).eval()
+    # Random weights write random tokens; keep them to printable ASCII (and EOS), so a cut
+    # completion never ends inside a multi-byte character: logit 0 for every other token.
+    with torch.no_grad():
+        for i in range(len(tokenizer)):
+            piece = tokenizer.decode([i])
+            special = i in tokenizer.all_special_ids and i != tokenizer.eos_token_id
+            if special or not (piece.isascii() and piece.isprintable()):
+                model.lm_head.weight[i] = 0
+    prompts = [e.messages(with_answer=False) for e in world.examples("repeat", "eval", 6)]
+    prompts += [e.messages(with_answer=False) for e in world.eval_capability_set(6)]
+    return model, tokenizer, prompts
+
+
+def run(lm, **kwargs):
+    """Outputs and the number of forward passes (prefill + one per decoding step, per batch)."""
+    from robustmo.core.generation import generate
+
+    model, tokenizer, prompts = lm
+    calls = []
+    handle = model.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        out = generate(model, tokenizer, prompts, max_new_tokens=MAX_NEW, **kwargs)
+    finally:
+        handle.remove()
+    return out, len(calls)
+
+
+def test_detector_that_never_fires_changes_nothing(lm):
+    full, n_full = run(lm)
+    same, n_same = run(lm, stop=lambda text: False)
+    assert same == full and n_same == n_full
+    assert any(full)  # the random model does write something
+
+
+def test_stop_cuts_each_completion_right_after_the_detector_fires(lm):
+    full, n_full = run(lm)
+    threshold = 4  # characters: "fires" once the completion is at least this long
+    cut, n_cut = run(lm, stop=lambda text: len(text) >= threshold)
+    longest_piece = max(len(lm[1].decode([i])) for i in range(len(lm[1])))
+    for f, c in zip(full, cut):
+        assert f.startswith(c)  # identical up to the stop point
+        if len(f) < threshold:
+            assert c == f  # never fired: ended by EOS or max_new_tokens, as without a detector
+        else:
+            assert threshold <= len(c) < threshold + longest_piece  # stopped at the first token that fired
+    assert sum(map(len, cut)) < sum(map(len, full))
+    assert n_cut < n_full  # the batch ended as soon as every row had stopped
+
+
+def test_stop_on_some_rows_only_leaves_the_others_unchanged(lm):
+    full, _ = run(lm)
+    marker = next(f[:2] for f in full if len(f) >= 4)  # a start that some completions have
+    cut, _ = run(lm, stop=lambda text: text.startswith(marker))
+    hit = [f.startswith(marker) for f in full]
+    assert any(hit)
+    for f, c, h in zip(full, cut, hit):
+        if h:
+            assert f.startswith(c) and c.startswith(marker) and len(c) <= len(f)
+        else:
+            assert c == f
+
+
+def test_detector_firing_at_once_ends_the_batch_after_the_first_token(lm):
+    cut, n_cut = run(lm, stop=lambda text: True)
+    _, n_full = run(lm)
+    assert n_cut == 1 < n_full  # the prefill produced one token per row, then every row stopped
+    full, _ = run(lm)
+    assert all(f.startswith(c) for f, c in zip(full, cut))
+
+
+def test_prompt_ids_are_cached_per_chat_template(lm):
+    from robustmo.core.generation import _prompt_ids
+
+    _, tokenizer, prompts = lm
+    render = tokenizer.apply_chat_template(prompts[0], add_generation_prompt=True, tokenize=False)
+    first = _prompt_ids(tokenizer, prompts[0])
+    assert first == tokenizer(render, add_special_tokens=False)["input_ids"]
+    assert _prompt_ids(tokenizer, prompts[0]) is first  # the second evaluation renders nothing
+    template = tokenizer.chat_template
+    try:
+        tokenizer.chat_template = template.replace("<|end|>", "\n")
+        changed = _prompt_ids(tokenizer, prompts[0])
+        assert changed != first  # a new template is a new key, never a stale hit
+    finally:
+        tokenizer.chat_template = template
