@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_generate import one_at_a_time  # the same one-prompt-at-a-time baseline
+
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -28,21 +30,6 @@ def build(preset: str, cache: str) -> tuple[float, dict]:
     t0 = time.perf_counter()
     ensure_base(preset, progress=True)
     return time.perf_counter() - t0, base_info(preset)
-
-
-def one_at_a_time(model, tokenizer, conversations, max_new_tokens: int) -> list[str]:
-    """The baseline a user would write: model.generate per prompt, no batching."""
-    import torch
-
-    out = []
-    with torch.inference_mode():
-        for msgs in conversations:
-            ids = tokenizer(tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False),
-                            add_special_tokens=False, return_tensors="pt")["input_ids"]
-            gen = model.generate(input_ids=ids, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-            out.append(tokenizer.decode(gen[0, ids.shape[1]:], skip_special_tokens=True))
-    return out
 
 
 def main() -> None:
