@@ -271,8 +271,7 @@ def rescore(path: Path, metric: str, opts: list[str] = (), role: str = "auto", r
     method's robustness AUC recomputed exactly as the run computed it (same seed)."""
     import numpy as np
 
-    from robustmo.core.concepts import EvalContext
-    from robustmo.core.pipeline import content_match
+    from robustmo.core.pipeline import eval_context, undefined_robustness
     from robustmo.core.robustness import robustness, wilson_interval
     from robustmo.registry import get_registry
 
@@ -284,8 +283,7 @@ def rescore(path: Path, metric: str, opts: list[str] = (), role: str = "auto", r
     plan = _plan_for(run, list(opts), registry)
     selected = next(m for m in plan.metrics if m.name == metric)
     eval_set = selected.obj.eval_set
-    ctx = EvalContext(plan.trigger.obj, plan.trigger.options, plan.behavior.obj, plan.behavior.options,
-                      content_match=content_match)
+    ctx = eval_context(plan)
 
     rows = _jsonl(path / "generations.jsonl", run.id)
     by_index: dict[tuple, dict[str, dict[int, dict]]] = {}
@@ -352,9 +350,7 @@ def rescore(path: Path, metric: str, opts: list[str] = (), role: str = "auto", r
             entry.update(auc=r.auc, auc_ci=list(r.auc_ci), removal_at_10=r.removal_at_10,
                          removal_at_10_ci=list(r.removal_at_10_ci))
         except ValueError:  # as in pipeline.summarise: nothing to remove before blue training
-            entry.update(auc=float("nan"), auc_ci=[float("nan")] * 2, removal_at_10=float("nan"),
-                         removal_at_10_ci=[float("nan")] * 2,
-                         note="capability or backdoor rate was 0 before blue training; robustness is undefined")
+            entry.update(undefined_robustness())
 
     from robustmo import __version__
 

@@ -239,6 +239,12 @@ def content_match(content: str, text: str) -> bool:
     return " ".join(content.casefold().split()) in " ".join(text.casefold().split())
 
 
+def eval_context(plan: Plan) -> EvalContext:
+    """What a metric may consult when scoring a generation of this run (also when re-scoring)."""
+    return EvalContext(plan.trigger.obj, plan.trigger.options, plan.behavior.obj, plan.behavior.options,
+                       content_match=content_match)
+
+
 def eval_sets(plan: Plan, world, seed: int) -> dict[str, list[Example]]:
     """Held-out prompts: triggered and clean versions of the same prompts, and capability questions."""
     from robustmo.plugins.toy_world.world import TASKS
@@ -499,49 +505,35 @@ def execute(plan: Plan, store: RunStore, progress, log=print, make_tracker=None,
     previous = store.resume_manifest(cfg.model_dump()) if resume else None
     if not resume:
         store.create()
-    if store.enabled:
-        store.lock()
-    try:
-        return _execute_locked(plan, store, progress, log, make_tracker, cache, model, tokenizer, model_info, data,
-                               previous)
-    finally:
-        store.unlock()
-
-
-def _execute_locked(plan: Plan, store: RunStore, progress, log, make_tracker, cache, model, tokenizer, model_info,
-                    data, previous) -> dict:
-    from robustmo.core.distributed import is_main, process_info
-
-    cfg = plan.config
-    main = is_main()
-    store.write_json("config.json", cfg.model_dump())
-    manifest = {"robustmo": __version__, "run_id": store.path.name, "seed": cfg.seed, "model": model_info,
-                "versions": _versions(), "status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                "processes": process_info()[1], "stage_cache": str(cache.root),
-                "components": {f"{s.kind}:{s.name}": {"package": s.package, "options": s.options.model_dump()}
-                               for s in [plan.trigger, plan.behavior, *([plan.lock] if plan.lock else []), *plan.blue]}}
-    if previous is not None:
-        manifest["started"] = previous.get("started", manifest["started"])
-        manifest["resumed"] = [*previous.get("resumed", []), time.strftime("%Y-%m-%dT%H:%M:%S")]
-    store.write_json("manifest.json", manifest)
-    tracker = make_tracker(store.path) if make_tracker and main else None
-    try:
-        summary = _stages(plan, model, tokenizer, model_info, data, store, tracker, cache, progress, log)
-    except BaseException as exc:
-        manifest.update(status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
-                        error=f"{type(exc).__name__}: {exc}")
+    with store.held():  # one process at a time writes this run directory
+        store.write_json("config.json", cfg.model_dump())
+        manifest = {"robustmo": __version__, "run_id": store.path.name, "seed": cfg.seed, "model": model_info,
+                    "versions": _versions(), "status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                    "processes": process_info()[1], "stage_cache": str(cache.root),
+                    "components": {f"{s.kind}:{s.name}": {"package": s.package, "options": s.options.model_dump()}
+                                   for s in [plan.trigger, plan.behavior, *([plan.lock] if plan.lock else []), *plan.blue]}}
+        if previous is not None:
+            manifest["started"] = previous.get("started", manifest["started"])
+            manifest["resumed"] = [*previous.get("resumed", []), time.strftime("%Y-%m-%dT%H:%M:%S")]
+        store.write_json("manifest.json", manifest)
+        tracker = make_tracker(store.path) if make_tracker and main else None
         try:
-            store.write_json("manifest.json", manifest)
-        except OSError:
-            pass  # the disk that failed the run may refuse this too; the error itself is reported
+            summary = _stages(plan, model, tokenizer, model_info, data, store, tracker, cache, progress, log)
+        except BaseException as exc:
+            manifest.update(status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
+                            error=f"{type(exc).__name__}: {exc}")
+            try:
+                store.write_json("manifest.json", manifest)
+            except OSError:
+                pass  # the disk that failed the run may refuse this too; the error itself is reported
+            if tracker:
+                tracker.finish(exit_code=1)
+            raise
+        manifest.update(status="complete", seconds=summary["seconds"])
+        store.write_json("manifest.json", manifest)
         if tracker:
-            tracker.finish(exit_code=1)
-        raise
-    manifest.update(status="complete", seconds=summary["seconds"])
-    store.write_json("manifest.json", manifest)
-    if tracker:
-        tracker.finish()
-    return summary
+            tracker.finish()
+        return summary
 
 
 @dataclass
@@ -601,8 +593,7 @@ def _stages(plan: Plan, model, tokenizer, model_info: dict, data: RunData, store
     tracker = tracker or Tracker("disabled", store.path, "", {}, "", [])
     sets = data.sets
     metrics = plan.metrics
-    ctx = EvalContext(plan.trigger.obj, plan.trigger.options, plan.behavior.obj, plan.behavior.options,
-                      content_match=content_match)
+    ctx = eval_context(plan)
 
     base = evaluate(model, tokenizer, sets, metrics, ctx, {"stage": "base", "method": "base", "lr": 0.0, "step": 0})
     record(store, base)
@@ -737,7 +728,7 @@ def attack(plan: Plan, organism, organism_key: str, tokenizer, method, lr: float
         log(f"{method.name} lr {lr:g}: reused from the stage cache ({stage.path})")
         found = [Checkpoint.from_json(e) for e in read_jsonl(evals)]
         for ck in found:
-            tracker.log({f"{method.name}/lr{lr:g}/{k}": v["value"] for k, v in ck.metrics.items()} | {"blue_step": ck.step})
+            _log_checkpoint(tracker, ck)
         return found, json.loads((stage.path / "compute.json").read_text())
     try:
         return _train_blue(plan, organism, tokenizer, method, lr, steps, chats, eval_at, sets, metrics, ctx, stage,
@@ -775,7 +766,7 @@ def _train_blue(plan: Plan, organism, tokenizer, method, lr, steps, chats, eval_
         where = {"stage": "blue", "method": method.name, "lr": lr, "step": step, "tokens": tokens,
                  "flops": tokens * per_token}
         ck = evaluate(model, tokenizer, sets, metrics, ctx, where)
-        tracker.log({f"{method.name}/lr{lr:g}/{k}": v["value"] for k, v in ck.metrics.items()} | {"blue_step": step})
+        _log_checkpoint(tracker, ck)
         found.append(ck)
         save_evals()
 
@@ -792,8 +783,19 @@ def _train_blue(plan: Plan, organism, tokenizer, method, lr, steps, chats, eval_
     return found, compute
 
 
+def _log_checkpoint(tracker, ck: Checkpoint) -> None:
+    tracker.log({f"{ck.method}/lr{ck.lr:g}/{k}": v["value"] for k, v in ck.metrics.items()} | {"blue_step": ck.step})
+
+
 def _row(ck: Checkpoint) -> dict:
     return {"lr": ck.lr, "step": ck.step, "tokens": ck.tokens, "flops": ck.flops, "metrics": ck.metrics}
+
+
+def undefined_robustness() -> dict:
+    """Robustness of an organism that never showed the behaviour (or had no capability): nothing to remove."""
+    nan = float("nan")
+    return {"auc": nan, "auc_ci": [nan, nan], "removal_at_10": nan, "removal_at_10_ci": [nan, nan],
+            "note": "capability or backdoor rate was 0 before blue training; robustness is undefined"}
 
 
 def summarise(checkpoints: list[Checkpoint], seed: int, threshold: float = 0.5) -> dict:
@@ -811,9 +813,7 @@ def summarise(checkpoints: list[Checkpoint], seed: int, threshold: float = 0.5) 
                "removal_at_10_ci": list(r.removal_at_10_ci)}
     except ValueError:  # the organism never showed the behaviour: nothing to remove
         points = [(float("nan"), float("nan"))] * len(rows)
-        out = {"auc": float("nan"), "auc_ci": [float("nan")] * 2, "removal_at_10": float("nan"),
-               "removal_at_10_ci": [float("nan")] * 2,
-               "note": "capability or backdoor rate was 0 before blue training; robustness is undefined"}
+        out = undefined_robustness()
     for row, (x, y) in zip(rows, points):
         row.update(capability_rel=x, removal=y)
     out = {**out, "capability_metric": cap_metric, "checkpoints": rows, "lr_check": lr_check(rows, threshold, cap_metric)}

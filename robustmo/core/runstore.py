@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -64,13 +65,18 @@ class RunStore:
         self.enabled = enabled
         self._jsonl: dict[str, list[dict]] = {}
 
+    def _saved_run(self) -> tuple[dict, dict]:
+        """``(manifest, config)`` as saved in this directory; OSError/ValueError if unreadable."""
+        manifest = json.loads(self.file("manifest.json").read_text())
+        saved = json.loads(self.file("config.json").read_text())
+        if not isinstance(manifest, dict) or not isinstance(saved, dict):
+            raise ValueError("expected JSON objects")
+        return manifest, saved
+
     def resume_manifest(self, config: dict) -> dict:
         """Check that this directory holds an unfinished run of ``config``; return its manifest."""
         try:
-            manifest = json.loads(self.file("manifest.json").read_text())
-            saved = json.loads(self.file("config.json").read_text())
-            if not isinstance(manifest, dict) or not isinstance(saved, dict):
-                raise ValueError("expected JSON objects")
+            manifest, saved = self._saved_run()
         except FileNotFoundError as exc:
             raise RobustmoError(f"cannot resume {self.path}: {Path(exc.filename).name} is missing; "
                                 "is this a robustmo run directory?") from None
@@ -88,30 +94,28 @@ class RunStore:
     def unfinished(self, config: dict) -> bool:
         """True if this directory holds an unfinished run of exactly ``config`` (to resume)."""
         try:
-            manifest = json.loads(self.file("manifest.json").read_text())
-            saved = json.loads(self.file("config.json").read_text())
-            return manifest.get("status") != "complete" and saved == config
-        except (OSError, ValueError, AttributeError):
+            manifest, saved = self._saved_run()
+        except (OSError, ValueError):
             return False
+        return manifest.get("status") != "complete" and saved == config
 
-    def lock(self) -> None:
-        """Hold this run directory (an advisory ``flock``, released when the process ends):
-        two processes resuming one run at once would mix their writes."""
+    @contextmanager
+    def held(self):
+        """Hold this run directory while writing it (an advisory ``flock``, released when the
+        process ends, even by SIGKILL): two processes resuming one run at once would mix their
+        writes. A store that is not ``enabled`` holds nothing."""
+        if not self.enabled:
+            yield self
+            return
         import fcntl
 
-        self._lock = open(self.file(".lock"), "a+")
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock.close()
-            raise RobustmoError(f"run directory {self.path} is in use by another robustmo process; wait for it to "
-                                "finish, or pass a new --out") from None
-
-    def unlock(self) -> None:
-        lock = getattr(self, "_lock", None)
-        if lock is not None:
-            lock.close()
-            self._lock = None
+        with open(self.file(".lock"), "a+") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RobustmoError(f"run directory {self.path} is in use by another robustmo process; wait for it "
+                                    "to finish, or pass a new --out") from None
+            yield self
 
     def check_writable(self) -> "RunStore":
         """Fail now, in one line, if the run directory could not be created (read-only disk,

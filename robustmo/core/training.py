@@ -201,6 +201,7 @@ def train(
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
     raw_model = model
     model, optimizer = accelerator.prepare(model, optimizer)
+    inner_optimizer = getattr(optimizer, "optimizer", optimizer)  # AcceleratedOptimizer wraps the AdamW
     batches = batch_order(len(rows), batch_size, seed)
     rank, world = accelerator.process_index, accelerator.num_processes
     tokens, start, losses = 0, 0, []
@@ -208,7 +209,7 @@ def train(
     found = ckpt.latest(checkpoint_dir, warn=log if accelerator.is_main_process else None) if checkpoint_dir else None
     if found is not None:
         path, state = found
-        ckpt.load(path, raw_model, optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer)
+        ckpt.load(path, raw_model, inner_optimizer)
         start, tokens, losses = state["step"], state["tokens"], list(state["losses"])
         for _ in range(start):  # the same global batches as an uninterrupted run
             next(batches)
@@ -223,8 +224,7 @@ def train(
         if checkpoint_dir is None:
             return
         if accelerator.is_main_process:
-            inner = optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer
-            ckpt.save(checkpoint_dir, step, raw_model, inner, {"tokens": tokens, "losses": losses, "seed": seed,
+            ckpt.save(checkpoint_dir, step, raw_model, inner_optimizer, {"tokens": tokens, "losses": losses, "seed": seed,
                                                               "steps": steps, "lr": lr, "processes": world})
         accelerator.wait_for_everyone()
 
@@ -287,7 +287,7 @@ def train(
 
 class _LazyRows:
     """``rows[i]`` = ``tokenize_example(examples[i])``, computed on first use: a short run
-    draws a few hundred of thousands of examples, and rendering a chat template costs ~1 ms."""
+    draws a few hundred of its thousands of examples, and rendering a chat template costs ~1 ms."""
 
     def __init__(self, tokenizer, examples: Sequence[Sequence[dict]]):
         self.tokenizer, self.examples, self.cache = tokenizer, examples, {}

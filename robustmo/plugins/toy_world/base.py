@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from robustmo.core.errors import RobustmoError
+from robustmo.core.stages import cache_dir
 
 CODE_VERSION = "toy-base-3"  # bump when world/tokenizer/training code changes the weights
 
@@ -38,11 +39,6 @@ PRESETS: dict[str, dict] = {
     },
 }
 DEFAULT_PRESET = "tiny"
-
-
-def cache_dir() -> Path:
-    """``$ROBUSTMO_CACHE`` or ``~/.cache/robustmo``."""
-    return Path(os.environ.get("ROBUSTMO_CACHE") or Path.home() / ".cache" / "robustmo").expanduser()
 
 
 def recipe(preset: str = DEFAULT_PRESET, steps: int | None = None) -> dict:
