@@ -9,8 +9,9 @@
    of each preset's shape on toy-world chats, batch 32; steady-state non-padding tokens/s
    (first steps left out). Model FLOP/s = 6 * parameters * tokens/s (forward 2N, backward
    4N per token; attention's sequence-length term left out, as is usual); MFU = model
-   FLOP/s / peak. "HFU incl. padding" counts the padded positions the loop also computes.
-3. Profile (default preset): torch.profiler over a few steady steps, time split into
+   FLOP/s / peak. "HFU incl. row padding" counts every position the loop computes: packed rows
+   are as wide as their batch's longest example, and a row's unfilled tail is padding.
+3. Profile (default preset): torch.profiler over a few steps after the measured ones, time split into
    matmuls (with the FLOP/s they reach), attention, element-wise/normalisation, loss,
    optimizer, data movement, and what is left of the wall time outside any op (Python,
    autograd bookkeeping, dispatch). Prints tables, writes bench/results/mfu.json.
@@ -48,43 +49,49 @@ def matmul_peak(sizes=(1024, 2048, 3072), repeats: int = 5) -> dict:
 
 
 def training_rate(preset: str, steps: int, batch_size: int = 32, seed: int = 0, profile_steps: int = 0):
-    """Steady-state tokens/s of robustmo full fine-tuning, and (optionally) a profile of a few steps."""
+    """Steady-state tokens/s of robustmo full fine-tuning over ``steps`` steps, then (optionally)
+    a profile of ``profile_steps`` more: a timing profile, and one step counting matmul FLOPs
+    (counting them slows ops down, so it gets its own step)."""
     import torch
 
-    from robustmo.core.training import batch_order, tokenize_example, train
+    from robustmo.core.training import _pack, batch_order, tokenize_example, train
 
     tokenizer = _common.tokenizer_for(preset)
     model = _common.model_for(preset, tokenizer, seed)
-    data = _common.chats(steps * batch_size, seed)
+    total = steps + (profile_steps + 1 if profile_steps else 0)
+    data = _common.chats(total * batch_size, seed)
     stamps: list[tuple[float, int]] = []
-    prof = None
-    first, last = SKIP + 1, SKIP + 1 + profile_steps  # profile steps [first, last)
+    profiles: dict = {}
+    windows = {"time": (steps, steps + profile_steps), "flops": (steps + profile_steps, total)} if profile_steps else {}
 
     def on_step(step: int, tokens: int):
-        nonlocal prof
         stamps.append((time.perf_counter(), tokens))
-        if profile_steps and step == first - 1:
-            prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], with_flops=True)
-            prof.__enter__()
-        if prof is not None and step == last - 1:
-            prof.__exit__(None, None, None)
+        for name, (first, last) in windows.items():
+            if step == first:
+                profiles[name] = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
+                                                        with_flops=name == "flops")
+                profiles[name].__enter__()
+            if step == last:
+                profiles[name].__exit__(None, None, None)
 
-    train(model, tokenizer, data, lr=5e-4, steps=steps, batch_size=batch_size, seed=seed,
-          callback=on_step, callback_steps=range(steps + 1))
+    train(model, tokenizer, data, lr=5e-4, steps=total, batch_size=batch_size, seed=seed,
+          callback=on_step, callback_steps=range(total + 1))
     rows = [tokenize_example(tokenizer, m)[0] for m in data]
     order = batch_order(len(rows), batch_size, seed)
-    padded = [len(idx) * max(len(rows[i]) for i in idx) for idx in (next(order) for _ in range(steps))]
-    lo = SKIP + profile_steps if profile_steps else SKIP  # profiled steps run slower: leave them out
-    seconds = stamps[-1][0] - stamps[lo][0]
-    tokens = stamps[-1][1] - stamps[lo][1]
+    # the positions the loop computes: packed rows, each as wide as its batch's longest example
+    positions = [_pack([(rows[i], rows[i]) for i in idx], 0)["input_ids"].numel()
+                 for idx in (next(order) for _ in range(steps))]
+    seconds = stamps[steps][0] - stamps[SKIP][0]
+    tokens = stamps[steps][1] - stamps[SKIP][1]
     n = sum(p.numel() for p in model.parameters())
     out = {"preset": preset, "parameters": n, "steps": steps, "batch_size": batch_size,
-           "steady_steps": steps - lo, "tokens_per_s": tokens / seconds,
-           "padded_positions_per_s": sum(padded[lo:]) / seconds,
-           "padding_share": 1 - tokens / sum(padded[lo:])}
-    if prof is not None:
-        wall = stamps[last - 1][0] - stamps[first - 1][0]
-        out["profile"] = breakdown(prof, wall, profile_steps)
+           "steady_steps": steps - SKIP, "tokens_per_s": tokens / seconds,
+           "positions_per_s": sum(positions[SKIP:]) / seconds,
+           "row_padding_share": 1 - tokens / sum(positions[SKIP:])}
+    if profiles:
+        first, last = windows["time"]
+        out["profile"] = breakdown(profiles["time"], profiles["flops"], stamps[last][0] - stamps[first][0],
+                                   profile_steps)
     return out
 
 
@@ -105,12 +112,12 @@ CATEGORIES = [  # first match wins; names are aten ops (self time)
 ]
 
 
-def breakdown(prof, wall: float, steps: int) -> dict:
+def breakdown(prof, flops_prof, wall: float, steps: int) -> dict:
     """Per-step seconds by category (self CPU time of ops on the training thread), the optimizer's
-    share (its ops' total), and the rest of the wall time: Python, autograd, dispatch."""
+    share (its ops' total), and the rest of the wall time: Python, autograd, dispatch. Matmul
+    FLOPs per step come from ``flops_prof``, a one-step profile that counts them."""
     events = prof.key_averages()
     by_cat: dict[str, float] = defaultdict(float)
-    mm_time = mm_flops = 0.0
     optimizer = 0.0
     for e in events:
         name, self_s = e.key, e.self_cpu_time_total / 1e6
@@ -118,17 +125,16 @@ def breakdown(prof, wall: float, steps: int) -> dict:
             optimizer += e.cpu_time_total / 1e6
         if name.startswith("Optimizer.") or name.startswith("ProfilerStep"):
             continue
-        cat = next((c for c, keys in CATEGORIES if any(k in name for k in keys)), "other ops")
-        by_cat[cat] += self_s
-        if cat == "matmul":
-            mm_time += self_s
-            mm_flops += e.flops or 0
+        by_cat[next((c for c, keys in CATEGORIES if any(k in name for k in keys)), "other ops")] += self_s
+    mm_flops_per_step = sum(e.flops or 0 for e in flops_prof.key_averages()
+                            if any(k in e.key for k in CATEGORIES[0][1]))
     ops = sum(by_cat.values())
     per_step = {k: v / steps for k, v in sorted(by_cat.items(), key=lambda kv: -kv[1])}
     per_step["outside ops (Python, autograd, dispatch)"] = max(0.0, wall - ops) / steps
+    mm_time = by_cat.get("matmul", 0.0) / steps
     return {"wall_per_step_s": wall / steps, "per_step_s": per_step,
             "optimizer_step_per_step_s": optimizer / steps,
-            "matmul_flops_per_s": mm_flops / mm_time if mm_time else None,
+            "matmul_flops_per_s": mm_flops_per_step / mm_time if mm_time else None,
             "top_ops": [(e.key, round(e.self_cpu_time_total / 1e6 / steps, 5), e.count // steps)
                         for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:12]]}
 
@@ -150,10 +156,10 @@ def main() -> None:
     presets = args.presets.split(",")
     for preset in presets:
         profile = 0 if args.no_profile or preset != presets[0] else args.profile_steps
-        r = training_rate(preset, STEPS[preset] + profile, args.batch_size, profile_steps=profile)
+        r = training_rate(preset, STEPS[preset], args.batch_size, profile_steps=profile)
         r["model_flops_per_s"] = 6 * r["parameters"] * r["tokens_per_s"]
         r["mfu"] = r["model_flops_per_s"] / peak["flops_per_s"]
-        r["hfu_incl_padding"] = 6 * r["parameters"] * r["padded_positions_per_s"] / peak["flops_per_s"]
+        r["hfu_incl_row_padding"] = 6 * r["parameters"] * r["positions_per_s"] / peak["flops_per_s"]
         results.append(r)
         print(f"  {preset}: {r['tokens_per_s']:.0f} tokens/s", flush=True)
     # On a shared machine a single measurement can catch a busy moment: measure again after
@@ -162,15 +168,16 @@ def main() -> None:
     if peak_after["flops_per_s"] > peak["flops_per_s"]:
         for r in results:
             r["mfu"] *= peak["flops_per_s"] / peak_after["flops_per_s"]
-            r["hfu_incl_padding"] *= peak["flops_per_s"] / peak_after["flops_per_s"]
+            r["hfu_incl_row_padding"] *= peak["flops_per_s"] / peak_after["flops_per_s"]
         peak = {**peak_after, "before_training": peak}
     print(f"\n{machine['torch_threads']} threads, load average at start {machine['load_average_at_start']}; "
           f"matmul peak (best of before/after training): {peak['flops_per_s'] / 1e9:.1f} GFLOP/s")
     print(_common.table(
-        ["preset", "params", "tokens/s", "model GFLOP/s", "peak GFLOP/s", "MFU", "HFU incl. padding", "padding"],
+        ["preset", "params", "tokens/s", "model GFLOP/s", "peak GFLOP/s", "MFU", "HFU incl. row padding",
+         "row padding"],
         [[r["preset"], f"{r['parameters'] / 1e6:.2f}M", f"{r['tokens_per_s']:.0f}",
           f"{r['model_flops_per_s'] / 1e9:.2f}", f"{peak['flops_per_s'] / 1e9:.1f}", f"{100 * r['mfu']:.1f} %",
-          f"{100 * r['hfu_incl_padding']:.1f} %", f"{100 * r['padding_share']:.0f} %"] for r in results]))
+          f"{100 * r['hfu_incl_row_padding']:.1f} %", f"{100 * r['row_padding_share']:.0f} %"] for r in results]))
     prof = next((r["profile"] for r in results if "profile" in r), None)
     if prof:
         print(f"\nwhere a training step's time goes ({results[0]['preset']}, {args.profile_steps} profiled steps, "

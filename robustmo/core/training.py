@@ -50,6 +50,21 @@ def _collate(rows: list[tuple[list[int], list[int]]], pad_id: int):
     return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
 
 
+def _bins(lengths: list[int]) -> list[list[int]]:
+    """Best-fit decreasing: example indices per row, each row as wide as the longest example."""
+    width = max(lengths)
+    bins: list[list] = []  # [free space, members]
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        fits = [b for b in bins if b[0] >= lengths[i]]
+        b = min(fits, key=lambda b: b[0]) if fits else None
+        if b is None:
+            b = [width, []]
+            bins.append(b)
+        b[0] -= lengths[i]
+        b[1].append(i)
+    return [members for _, members in bins]
+
+
 def _pack(rows: list[tuple[list[int], list[int]]], pad_id: int):
     """Pack a batch's examples end to end into as few rows as fit the longest one (best-fit
     decreasing), instead of padding each to it: about half the positions on mixed-length data.
@@ -58,22 +73,14 @@ def _pack(rows: list[tuple[list[int], list[int]]], pad_id: int):
     row's tail padding is its own short 'example' whose labels are all ignored."""
     import torch
 
+    bins = _bins([len(ids) for ids, _ in rows])
     width = max(len(ids) for ids, _ in rows)
-    bins: list[list] = []  # [free space, members]
-    for ids, lab in sorted(rows, key=lambda r: -len(r[0])):
-        fits = [b for b in bins if b[0] >= len(ids)]
-        b = min(fits, key=lambda b: b[0]) if fits else None
-        if b is None:
-            b = [width, []]
-            bins.append(b)
-        b[0] -= len(ids)
-        b[1].append((ids, lab))
     input_ids = torch.full((len(bins), width), pad_id, dtype=torch.long)
     labels = torch.full((len(bins), width), IGNORE_INDEX, dtype=torch.long)
     positions = torch.zeros((len(bins), width), dtype=torch.long)
-    for r, (_, members) in enumerate(bins):
+    for r, members in enumerate(bins):
         at = 0
-        for ids, lab in members:
+        for ids, lab in (rows[i] for i in members):
             input_ids[r, at:at + len(ids)] = torch.tensor(ids)
             labels[r, at:at + len(lab)] = torch.tensor(lab)
             positions[r, at:at + len(ids)] = torch.arange(len(ids))
@@ -84,28 +91,91 @@ def _pack(rows: list[tuple[list[int], list[int]]], pad_id: int):
 
 def packing_works(model, rows: list[tuple[list[int], list[int]]], pad_id: int) -> bool:
     """Does ``model`` keep packed examples apart? One no-grad forward of three examples (a long
-    one, and two short ones that share a row), packed vs padded: equal losses mean yes
-    (transformers' attention masks do; attention that ignored position ids would let the second
-    short example see the first and change its loss)."""
+    one, and two short ones that share a row), packed vs padded: the same logits for every
+    example mean yes (transformers' attention masks do; attention that ignored position ids
+    would let the second short example see the first and change its logits)."""
     import torch
 
     by_length = sorted(rows, key=lambda r: len(r[0]))
     if len(by_length) < 3 or len(by_length[0][0]) + len(by_length[1][0]) > len(by_length[-1][0]):
         return False  # no two examples fit beside each other: packing would not save anything
     trio = [by_length[-1], by_length[0], by_length[1]]
+    bins = _bins([len(ids) for ids, _ in trio])
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            packed = {k: v.to(device) for k, v in _pack(trio, pad_id).items()}
-            padded = {k: v.to(device) for k, v in _collate(trio, pad_id).items()}
-            a, b = model(**packed, use_cache=False).loss, model(**padded, use_cache=False).loss
-        return packed["input_ids"].shape[0] == 2 and bool(torch.isclose(a, b, rtol=1e-4, atol=1e-5))
+            packed = {k: v.to(device) for k, v in _pack(trio, pad_id).items() if k != "labels"}
+            padded = {k: v.to(device) for k, v in _collate(trio, pad_id).items() if k != "labels"}
+            a = model(**packed, use_cache=False).logits
+            b = model(**padded, use_cache=False).logits
+        if len(bins) != 2:
+            return False
+        for r, members in enumerate(bins):
+            at = 0
+            for i in members:
+                n = len(trio[i][0])
+                if not torch.allclose(a[r, at:at + n], b[i, :n], rtol=1e-4, atol=1e-4):
+                    return False
+                at += n
+        return True
     except (TypeError, ValueError, RuntimeError):  # an architecture that rejects position ids alone
         return False
     finally:
         model.train(was_training)
+
+
+def _completion_logits(model, batch: dict, *, sparse: bool):
+    """``(logits, targets)`` at the positions whose next token is learnt (a completion token).
+
+    With ``sparse`` the model computes only those logits (the output layer and the softmax over
+    the vocabulary), via transformers' boolean ``logits_to_keep``, instead of all of them: on
+    chat data most positions are prompt."""
+    import torch.nn.functional as F
+
+    targets = F.pad(batch["labels"][:, 1:], (0, 1), value=IGNORE_INDEX)  # the next token at each position
+    keep = targets != IGNORE_INDEX
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    # no KV cache: with one, transformers would not see the packing in the position ids
+    if sparse:
+        logits = model(**inputs, logits_to_keep=keep, use_cache=False).logits
+    else:
+        logits = model(**inputs, use_cache=False).logits[keep]
+    return logits, targets[keep]
+
+
+def completion_loss(model, batch: dict, n_items: float, *, sparse: bool):
+    """Cross-entropy summed over the batch's completion tokens, divided by ``n_items``."""
+    import torch.nn.functional as F
+
+    logits, targets = _completion_logits(model, batch, sparse=sparse)
+    return F.cross_entropy(logits.float(), targets, reduction="sum") / n_items
+
+
+def sparse_logits_work(model, batch: dict) -> bool:
+    """Does ``model`` take a boolean ``logits_to_keep`` (transformers 5) and give the same logits
+    with it? One no-grad comparison on a few examples; older or custom models compute all logits."""
+    import torch
+
+    device = next(model.parameters()).device
+    batch = {k: v.to(device) for k, v in batch.items()}
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            a, _ = _completion_logits(model, batch, sparse=True)
+            b, _ = _completion_logits(model, batch, sparse=False)
+        return a.shape == b.shape and bool(torch.allclose(a, b, rtol=1e-4, atol=1e-4))
+    except (TypeError, ValueError, RuntimeError, IndexError):
+        return False
+    finally:
+        model.train(was_training)
+
+
+def _n_learnt(row: tuple[list[int], list[int]]) -> int:
+    """Completion tokens of a tokenised example that the loss counts (the first label predicts nothing)."""
+    return sum(1 for t in row[1][1:] if t != IGNORE_INDEX)
 
 
 def batch_order(n_rows: int, batch_size: int, seed: int):
@@ -198,7 +268,8 @@ def train(
     wanted = set(callback_steps) if callback_steps is not None else {steps}
 
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95),
+                                  fused=_fused_adamw_supported(params))
     raw_model = model
     model, optimizer = accelerator.prepare(model, optimizer)
     inner_optimizer = getattr(optimizer, "optimizer", optimizer)  # AcceleratedOptimizer wraps the AdamW
@@ -219,6 +290,7 @@ def train(
     # run's first global batch (the same decision whether or not this call resumes).
     first = next(batch_order(len(rows), batch_size, seed))
     pack = packing_works(raw_model, [rows[i] for i in first[rank::world]], pad_id)
+    sparse = sparse_logits_work(raw_model, _collate([rows[i] for i in first[:4]], pad_id))
 
     def save_checkpoint(step: int) -> None:
         if checkpoint_dir is None:
@@ -258,17 +330,14 @@ def train(
                 batch = {k: v.to(accelerator.device) for k, v in batch.items()}
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(step, lr=lr, steps=steps, warmup=warmup)
-                if world > 1:  # sum over this shard / completion tokens of the global batch, x world (DDP averages)
-                    n_global = sum(sum(1 for t in rows[i][1][1:] if t != IGNORE_INDEX) for i in idx)
-                    loss = model(**batch, num_items_in_batch=n_global, use_cache=False).loss * world
-                else:  # no KV cache: with one, transformers would not see the packing in the position ids
-                    loss = model(**batch, use_cache=False).loss
+                # this shard's summed loss / completion tokens of the global batch, x world (DDP averages)
+                loss = completion_loss(model, batch, sum(_n_learnt(rows[i]) for i in idx) / world, sparse=sparse)
                 accelerator.backward(loss)
                 if grad_clip:
                     accelerator.clip_grad_norm_(params, grad_clip)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-                losses.append(loss.item() / world if world > 1 else loss.item())
+                losses.append(loss.item() / world)
                 if bar is not None:
                     bar.update(task, advance=1, loss=losses[-1])
                 done = step + 1
@@ -283,6 +352,16 @@ def train(
             bar.stop()
     model.eval()
     return {"losses": losses, "tokens": tokens, "seconds": time.perf_counter() - t0, "resumed_from": start}
+
+
+def _fused_adamw_supported(params) -> bool:
+    """One fused kernel per step instead of ~10 small ops per parameter tensor (on CPU, where
+    torch otherwise uses its per-tensor loop): 5-6 % of a tiny model's step."""
+    import torch
+    from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+    devices = _get_fused_kernels_supported_devices()
+    return bool(params) and all(p.device.type in devices and torch.is_floating_point(p) for p in params)
 
 
 class _LazyRows:
