@@ -54,7 +54,7 @@ def training_rate(preset: str, steps: int, batch_size: int = 32, seed: int = 0, 
     (counting them slows ops down, so it gets its own step)."""
     import torch
 
-    from robustmo.core.training import _pack, batch_order, tokenize_example, train
+    from robustmo.core.training import _pack, batch_order, tokenize_examples, train
 
     tokenizer = _common.tokenizer_for(preset)
     model = _common.model_for(preset, tokenizer, seed)
@@ -76,22 +76,24 @@ def training_rate(preset: str, steps: int, batch_size: int = 32, seed: int = 0, 
 
     train(model, tokenizer, data, lr=5e-4, steps=total, batch_size=batch_size, seed=seed,
           callback=on_step, callback_steps=range(total + 1))
-    rows = [tokenize_example(tokenizer, m)[0] for m in data]
+    rows = [ids for ids, _ in tokenize_examples(tokenizer, data)]
     order = batch_order(len(rows), batch_size, seed)
     # the positions the loop computes: packed rows, each as wide as its batch's longest example
     positions = [_pack([(rows[i], rows[i]) for i in idx], 0)["input_ids"].numel()
-                 for idx in (next(order) for _ in range(steps))]
+                 for idx in (next(order) for _ in range(total))]
     seconds = stamps[steps][0] - stamps[SKIP][0]
     tokens = stamps[steps][1] - stamps[SKIP][1]
     n = sum(p.numel() for p in model.parameters())
     out = {"preset": preset, "parameters": n, "steps": steps, "batch_size": batch_size,
            "steady_steps": steps - SKIP, "tokens_per_s": tokens / seconds,
-           "positions_per_s": sum(positions[SKIP:]) / seconds,
-           "row_padding_share": 1 - tokens / sum(positions[SKIP:])}
+           "positions_per_s": sum(positions[SKIP:steps]) / seconds,
+           "row_padding_share": 1 - tokens / sum(positions[SKIP:steps])}
     if profiles:
         first, last = windows["time"]
+        # the FLOPs step's batch differs in size from the timed ones: scale its count to their mean
+        flops_scale = sum(positions[first:last]) / profile_steps / positions[last]
         out["profile"] = breakdown(profiles["time"], profiles["flops"], stamps[last][0] - stamps[first][0],
-                                   profile_steps)
+                                   profile_steps, flops_scale)
     return out
 
 
@@ -112,10 +114,11 @@ CATEGORIES = [  # first match wins; names are aten ops (self time)
 ]
 
 
-def breakdown(prof, flops_prof, wall: float, steps: int) -> dict:
+def breakdown(prof, flops_prof, wall: float, steps: int, flops_scale: float) -> dict:
     """Per-step seconds by category (self CPU time of ops on the training thread), the optimizer's
     share (its ops' total), and the rest of the wall time: Python, autograd, dispatch. Matmul
-    FLOPs per step come from ``flops_prof``, a one-step profile that counts them."""
+    FLOPs per step come from ``flops_prof``, a one-step profile that counts them, times
+    ``flops_scale`` (the timed steps' mean positions over that step's)."""
     events = prof.key_averages()
     by_cat: dict[str, float] = defaultdict(float)
     optimizer = 0.0
@@ -126,8 +129,8 @@ def breakdown(prof, flops_prof, wall: float, steps: int) -> dict:
         if name.startswith("Optimizer.") or name.startswith("ProfilerStep"):
             continue
         by_cat[next((c for c, keys in CATEGORIES if any(k in name for k in keys)), "other ops")] += self_s
-    mm_flops_per_step = sum(e.flops or 0 for e in flops_prof.key_averages()
-                            if any(k in e.key for k in CATEGORIES[0][1]))
+    mm_flops_per_step = flops_scale * sum(e.flops or 0 for e in flops_prof.key_averages()
+                                          if any(k in e.key for k in CATEGORIES[0][1]))
     ops = sum(by_cat.values())
     per_step = {k: v / steps for k, v in sorted(by_cat.items(), key=lambda kv: -kv[1])}
     per_step["outside ops (Python, autograd, dispatch)"] = max(0.0, wall - ops) / steps

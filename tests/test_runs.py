@@ -173,7 +173,7 @@ def test_rescore_recomputes_the_auc_exactly_as_the_pipeline_does(tmp_path, metri
         scores = {name: [r["scores"][name] for r in rows if r["method"] == method and name in r["scores"]]
                   for name in ("backdoor_rate", "capability")}
         metrics = {name: {"value": sum(v) / len(v), "n": len(v), "ci": [0.0, 1.0]} for name, v in scores.items()}
-        checkpoints.append(Checkpoint(method=method, lr=lr, step=step, metrics=metrics, scores=scores))
+        checkpoints.append(Checkpoint({"method": method, "lr": lr, "step": step}, metrics, scores))
     expected = summarise(checkpoints, seed=0)
     assert 0.6 < expected["auc"] < 1  # a real trade-off, not the 0.5 of nothing removed
     summary = json.loads((path / "summary.json").read_text())

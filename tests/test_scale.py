@@ -77,7 +77,7 @@ def test_second_run_reuses_the_organism_stage(reference, toy_base, tmp_path, sta
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_and_write_once(reference, toy_base, tmp_path):
+def test_two_processes_match_one_and_write_once(reference, toy_base, tmp_path, stage_cache):
     out = tmp_path / "ddp"
     env = cli_env(ROBUSTMO_CACHE=str(tmp_path / "cache"))
     proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
@@ -102,6 +102,14 @@ def test_two_processes_match_one_and_write_once(reference, toy_base, tmp_path):
     b = load_file(str(reference / "checkpoints" / "organism" / "adapter_model.safetensors"))
     worst = max(float((a[k] - b[k]).abs().max() / (b[k].abs().max() + 1e-8)) for k in b)
     assert worst < 1e-3  # DDP over 2 shards gives the 1-process gradient, up to float summation order
+    # the recorded training losses are the global batch's (both processes' shares), not one shard's
+    [ddp_stage] = (tmp_path / "cache" / "stages").glob("organism-*/stage.json")
+    ddp_inputs = json.loads(ddp_stage.read_text())["inputs"]
+    [ref_stage] = [p for p in stage_cache.glob("stages/organism-*/stage.json")
+                   if {**json.loads(p.read_text())["inputs"], "processes": 2} == ddp_inputs]
+    ddp_losses = json.loads((ddp_stage.parent / "COMPLETE").read_text())["losses"]
+    ref_losses = json.loads((ref_stage.parent / "COMPLETE").read_text())["losses"]
+    assert ddp_losses == pytest.approx(ref_losses, rel=1e-3)
 
 
 @pytest.mark.slow

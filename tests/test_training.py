@@ -55,19 +55,58 @@ def test_completion_loss_equals_the_models_own_loss_with_and_without_sparse_logi
 
 
 def test_fast_paths_train_the_same_weights_as_the_plain_padded_loop(tokenizer, chats, monkeypatch):
+    decided = {}
+
+    def spy(name, value=None):
+        real = getattr(training, name)
+
+        def wrapper(*args):
+            decided[name] = real(*args) if value is None else value
+            return decided[name]
+        monkeypatch.setattr(training, name, wrapper)
+
     def run():
         model = small_model(tokenizer)
         stats = training.train(model, tokenizer, chats, lr=3e-3, steps=6, batch_size=16, seed=2)
         return stats["losses"], torch.cat([p.detach().flatten() for p in model.parameters()])
 
+    for name in ("packing_works", "sparse_logits_work", "_fused_adamw_supported"):
+        spy(name)
     fast_losses, fast_weights = run()
-    monkeypatch.setattr(training, "packing_works", lambda *a: False)
-    monkeypatch.setattr(training, "sparse_logits_work", lambda *a: False)
-    monkeypatch.setattr(training, "_fused_adamw_supported", lambda *a: False)
+    assert decided == {"packing_works": True, "sparse_logits_work": True, "_fused_adamw_supported": True}
+    for name in decided:
+        spy(name, False)
     plain_losses, plain_weights = run()
+    assert decided == {"packing_works": False, "sparse_logits_work": False, "_fused_adamw_supported": False}
     assert fast_losses == pytest.approx(plain_losses, rel=1e-5)
     assert torch.allclose(fast_weights, plain_weights, atol=1e-5)
     assert fast_losses[-1] < fast_losses[0]  # it did learn something
+
+
+def test_batched_tokenisation_equals_tokenising_each_string(tokenizer, chats):
+    rows = training.tokenize_examples(tokenizer, chats[:20])
+    for messages, (ids, labels) in zip(chats[:20], rows):
+        prompt = tokenizer(tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=False),
+                           add_special_tokens=False)["input_ids"]
+        full = tokenizer(tokenizer.apply_chat_template(messages, tokenize=False), add_special_tokens=False)["input_ids"]
+        assert ids == full and labels == [-100] * len(prompt) + full[len(prompt):]
+    assert training.tokenize_examples(tokenizer, []) == []
+
+
+def test_a_shard_without_completion_tokens_gives_zero_loss_and_finite_gradients(tokenizer):
+    # Under DDP one process's shard of a global batch can hold no completion token; the sparse
+    # path then keeps no position at all, and the process must still take part with zero gradients.
+    chats = [[{"role": "user", "content": f"Say nothing {i}"}, {"role": "assistant", "content": ""}]
+             for i in range(4)]
+    rows = training.tokenize_examples(tokenizer, chats)
+    assert all(training._n_learnt(r) == 1 for r in rows)  # an empty answer still teaches its end token
+    batch = training._collate(rows, tokenizer.pad_token_id)
+    batch["labels"][:] = -100
+    model = small_model(tokenizer)
+    loss = training.completion_loss(model, batch, 4.0, sparse=True)
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert loss.item() == 0 and grads and all(torch.isfinite(g).all() and not g.any() for g in grads)
 
 
 class _NoLogitsToKeep(torch.nn.Module):
@@ -107,6 +146,7 @@ def test_models_without_the_fast_paths_are_detected_and_still_trained(tokenizer,
 
 
 def test_adamw_is_fused_only_where_torch_has_the_kernel():
-    assert training._fused_adamw_supported([torch.nn.Parameter(torch.zeros(3))])
-    assert not training._fused_adamw_supported([torch.nn.Parameter(torch.zeros(3, device="meta"))])
-    assert not training._fused_adamw_supported([])
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    assert training._fused_adamw_supported(params, "cpu")
+    assert not training._fused_adamw_supported(params, "meta")
+    assert not training._fused_adamw_supported([], "cpu")

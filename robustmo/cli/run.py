@@ -265,8 +265,7 @@ def _print_plan(plan) -> None:
     parts = Table(title="components", title_justify="left")
     for column in ("kind", "name", "options", "package"):
         parts.add_column(column, overflow="fold")
-    chosen = [plan.trigger, plan.behavior, *([plan.lock] if plan.lock else []), *plan.blue]
-    for s in chosen:
+    for s in plan.components:
         options = ", ".join(f"{k}={v}" for k, v in s.options.model_dump().items()) or "-"
         parts.add_row(KIND_LABELS[s.kind], Text(s.name), Text(options), Text(s.package))
     console.print(parts)

@@ -191,6 +191,11 @@ class Plan:
     metrics: list[Selected] = field(default_factory=list)
     stages: list[tuple[str, str]] = field(default_factory=list)
 
+    @property
+    def components(self) -> list[Selected]:
+        """The chosen trigger, behaviour, lock (if any) and blue methods, in that order."""
+        return [self.trigger, self.behavior, *([self.lock] if self.lock else []), *self.blue]
+
 
 def _select(registry, kind: str, name: str, options: dict[str, dict[str, dict[str, Any]]]) -> Selected:
     entry = registry.get(kind, name)

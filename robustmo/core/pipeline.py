@@ -47,24 +47,26 @@ class Example:
 
 @dataclass
 class Checkpoint:
-    method: str
-    lr: float
-    step: int
+    """One evaluation: where in the run it was taken (``where``: method, lr, step, blue training
+    tokens and estimated FLOPs so far, seed, ...) and what it measured."""
+
+    where: dict
     metrics: dict[str, dict]
     scores: dict[str, list[bool]] = field(repr=False, default_factory=dict)
-    tokens: int = 0     # blue training tokens seen so far (prompt + completion, no padding)
-    flops: float = 0.0  # estimated training FLOPs so far (see ``flops_per_token``)
-    where: dict = field(default_factory=dict)
     generations: list[dict] = field(repr=False, default_factory=list)  # the scored generations behind it
+
+    method = property(lambda self: self.where.get("method", "organism"))
+    lr = property(lambda self: self.where.get("lr", 0.0))
+    step = property(lambda self: self.where.get("step", 0))
+    tokens = property(lambda self: self.where.get("tokens", 0))  # prompt + completion, no padding
+    flops = property(lambda self: self.where.get("flops", 0.0))  # see ``flops_per_token``
 
     def to_json(self) -> dict:
         return {"where": self.where, "metrics": self.metrics, "scores": self.scores, "generations": self.generations}
 
     @classmethod
     def from_json(cls, d: dict) -> "Checkpoint":
-        w = d["where"]
-        return cls(w.get("method", "organism"), w.get("lr", 0.0), w.get("step", 0), d["metrics"], d["scores"],
-                   w.get("tokens", 0), w.get("flops", 0.0), w, d["generations"])
+        return cls(d["where"], d["metrics"], d["scores"], d["generations"])
 
 
 def record(store: RunStore, ck: Checkpoint) -> None:
@@ -295,8 +297,7 @@ def evaluate(model, tokenizer, sets: dict[str, list[Example]], metrics, ctx: Eva
         for i, r in enumerate(records.get(name, [])):
             rows.append({**where, "eval_set": name, "index": i, **r,
                          "scores": {m.name: scores[m.name][i] for m in metrics if m.obj.eval_set == name}})
-    return Checkpoint(where.get("method", "organism"), where.get("lr", 0.0), where.get("step", 0), results, scores,
-                      where.get("tokens", 0), where.get("flops", 0.0), where, rows)
+    return Checkpoint(where, results, scores, rows)
 
 
 def eval_digest(sets: dict[str, list[Example]], metrics) -> str:
@@ -511,7 +512,7 @@ def execute(plan: Plan, store: RunStore, progress, log=print, make_tracker=None,
                     "versions": _versions(), "status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
                     "processes": process_info()[1], "stage_cache": str(cache.root),
                     "components": {f"{s.kind}:{s.name}": {"package": s.package, "options": s.options.model_dump()}
-                                   for s in [plan.trigger, plan.behavior, *([plan.lock] if plan.lock else []), *plan.blue]}}
+                                   for s in plan.components}}
         if previous is not None:
             manifest["started"] = previous.get("started", manifest["started"])
             manifest["resumed"] = [*previous.get("resumed", []), time.strftime("%Y-%m-%dT%H:%M:%S")]
@@ -684,7 +685,7 @@ def plugin_versions(plan: Plan) -> dict[str, str]:
     import importlib.metadata as md
 
     out = {}
-    for s in [plan.trigger, plan.behavior, *([plan.lock] if plan.lock else []), *plan.blue, *plan.metrics]:
+    for s in [*plan.components, *plan.metrics]:
         try:
             out[s.package] = md.version(s.package)
         except (md.PackageNotFoundError, ValueError):

@@ -35,7 +35,8 @@ def tokenize_examples(tokenizer, examples: Sequence[Sequence[dict]]) -> list[tup
         if full[:len(prompt)] != prompt:
             raise ValueError("the chat template does not render the prompt as a prefix of the full "
                              "conversation, so the completion cannot be masked; use another template")
-        out.append((full, [IGNORE_INDEX] * len(prompt) + full[len(prompt):]))
+        masked = max(len(prompt), 1)  # the first token is never predicted (nothing comes before it)
+        out.append((full, [IGNORE_INDEX] * masked + full[masked:]))
     return out
 
 
@@ -205,7 +206,8 @@ def steps_for_tokens(tokenizer, examples: Sequence[Sequence[dict]], budget: int,
                      seed: int = 0) -> int:
     """How many steps ``train`` takes to have seen ``budget`` tokens (prompt + completion, no
     padding) with the same examples, batch size and seed: the step that reaches the budget."""
-    lengths = [len(ids) for ids, _ in tokenize_examples(tokenizer, examples)]
+    lengths = [len(ids) for start in range(0, len(examples), 1024)
+               for ids, _ in tokenize_examples(tokenizer, examples[start:start + 1024])]
     seen, step = 0, 0
     for idx in batch_order(len(lengths), batch_size, seed):
         seen += sum(lengths[i] for i in idx)
@@ -278,7 +280,7 @@ def train(
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95),
-                                  fused=_fused_adamw_supported(params))
+                                  fused=_fused_adamw_supported(params, accelerator.device))
     raw_model = model
     model, optimizer = accelerator.prepare(model, optimizer)
     inner_optimizer = getattr(optimizer, "optimizer", optimizer)  # AcceleratedOptimizer wraps the AdamW
@@ -300,7 +302,8 @@ def train(
     first = next(batch_order(len(rows), batch_size, seed))
     rows.fill(first)
     pack = packing_works(raw_model, [rows[i] for i in first[rank::world]], pad_id)
-    sparse = sparse_logits_work(raw_model, _collate([rows[i] for i in first[:4]], pad_id))
+    learnt = [rows[i] for i in first if _n_learnt(rows[i])][:4]
+    sparse = bool(learnt) and sparse_logits_work(raw_model, _collate(learnt, pad_id))
 
     def save_checkpoint(step: int) -> None:
         if checkpoint_dir is None:
@@ -342,13 +345,15 @@ def train(
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(step, lr=lr, steps=steps, warmup=warmup)
                 # this shard's summed loss / completion tokens of the global batch, x world (DDP averages)
-                loss = completion_loss(model, batch, sum(_n_learnt(rows[i]) for i in idx) / world, sparse=sparse)
+                n_global = max(1, sum(_n_learnt(rows[i]) for i in idx))  # a batch with none: loss 0, not 0/0
+                loss = completion_loss(model, batch, n_global / world, sparse=sparse)
                 accelerator.backward(loss)
                 if grad_clip:
                     accelerator.clip_grad_norm_(params, grad_clip)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-                losses.append(loss.item() / world)
+                # the global batch's loss: every process's share, summed (one small all-reduce)
+                losses.append((accelerator.reduce(loss.detach(), reduction="sum") if world > 1 else loss).item() / world)
                 if bar is not None:
                     bar.update(task, advance=1, loss=losses[-1])
                 done = step + 1
@@ -365,14 +370,15 @@ def train(
     return {"losses": losses, "tokens": tokens, "seconds": time.perf_counter() - t0, "resumed_from": start}
 
 
-def _fused_adamw_supported(params) -> bool:
+def _fused_adamw_supported(params, device) -> bool:
     """One fused kernel per step instead of ~10 small ops per parameter tensor (on CPU, where
-    torch otherwise uses its per-tensor loop): 5-6 % of a tiny model's step."""
+    torch otherwise uses its per-tensor loop): ~5 % of a tiny model's step. ``device`` is where
+    the parameters will train (``accelerator.prepare`` moves them after the optimizer is made)."""
     import torch
     from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
 
-    devices = _get_fused_kernels_supported_devices()
-    return bool(params) and all(p.device.type in devices and torch.is_floating_point(p) for p in params)
+    return (bool(params) and torch.device(device).type in _get_fused_kernels_supported_devices()
+            and all(torch.is_floating_point(p) for p in params))
 
 
 class _LazyRows:
