@@ -1,6 +1,6 @@
 """Sweep cost with the stage cache vs without: 1 organism x 3 blue methods.
 
-    python bench/bench_sweep.py [--red-steps 150] [--blue-steps 16] [--base-steps 300]
+    python bench/bench_sweep.py [--red-steps 100] [--blue-steps 8] [--base-steps 300]
 
 Runs the same sweep twice, side by side in one run, each from an empty stage cache:
 with the cache (the organism is trained once and reused by the other two cells) and with
@@ -47,8 +47,8 @@ def run(tmp: Path, name: str, base: str, args) -> tuple[float, dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--red-steps", type=int, default=150)
-    ap.add_argument("--blue-steps", type=int, default=16)
+    ap.add_argument("--red-steps", type=int, default=100)
+    ap.add_argument("--blue-steps", type=int, default=8)
     ap.add_argument("--base-steps", type=int, default=300, help="toy base training steps (default: 300)")
     args = ap.parse_args()
 

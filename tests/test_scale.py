@@ -67,6 +67,11 @@ def test_second_run_reuses_the_organism_stage(reference, toy_base, tmp_path, sta
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert "organism: reused from the stage cache" in result.output
     assert "organism: red training" not in result.output  # no red training step ran
+    # the base and the organism are evaluated once, not once per run
+    assert "base: evaluation reused from the stage cache" in result.output
+    assert "organism: evaluation reused from the stage cache" in result.output
+    assert [r for r in read_jsonl(out / "metrics.jsonl") if r["method"] in ("base", "organism")] == \
+        [r for r in read_jsonl(reference / "metrics.jsonl") if r["method"] in ("base", "organism")]
     assert "pirate lr 0.003: reused" not in result.output  # a new LR is a new blue stage
     assert metric_rows(out)[:2] == metric_rows(reference)[:2]  # base and organism: the same organism
     assert (out / "checkpoints" / "organism" / "adapter_model.safetensors").read_bytes() == \

@@ -1,4 +1,4 @@
-"""``robustmo cache``: the stage cache (organisms and blue runs stored by the hash of their inputs)."""
+"""``robustmo cache``: the stage cache (organisms, blue runs and evaluations stored by the hash of their inputs)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ def _human(n: int) -> str:
 
 @click.group()
 def cache():
-    """The stage cache: each organism and blue run stored under the hash of its inputs.
+    """The stage cache: each organism, blue run and evaluation of the base or organism,
+    stored under the hash of its inputs.
 
     \b
     A run reuses any stage whose inputs (upstream stage, options, data, code versions)

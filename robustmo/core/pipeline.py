@@ -300,6 +300,43 @@ def evaluate(model, tokenizer, sets: dict[str, list[Example]], metrics, ctx: Eva
     return Checkpoint(where, results, scores, rows)
 
 
+def evaluate_once(plan: Plan, model, tokenizer, sets, metrics, ctx: EvalContext, where: dict, model_id, cache: StageCache,
+                  log) -> Checkpoint:
+    """``evaluate``, kept in the stage cache under the model's identity (``model_id``), the
+    evaluation protocol and what scores it: the cells of a sweep share a base, and often an
+    organism, and evaluate each once."""
+    from robustmo.core.distributed import barrier, is_main, process_info
+    from robustmo.core.runstore import atomic_write_json
+
+    inputs = {"model": model_id, "eval": eval_digest(sets, metrics), "where": where, "processes": process_info()[1],
+              "context": {kind: [s.name, s.options.model_dump()] for kind, s in (("trigger", plan.trigger),
+                                                                                ("behavior", plan.behavior))},
+              "plugins": plugin_versions(plan)}
+    stage = cache.stage("eval", inputs, f"evaluation of the {where['method']}, {sum(map(len, sets.values()))} prompts")
+    out = stage.path / "eval.json"
+    if _reusable(stage, log):
+        log(f"{where['method']}: evaluation reused from the stage cache ({stage.path})")
+        return Checkpoint.from_json(json.loads(out.read_text()))
+    try:
+        if is_main():
+            stage.begin(inputs)
+        barrier()
+        ck = evaluate(model, tokenizer, sets, metrics, ctx, where)
+        if is_main():
+            atomic_write_json(out, ck.to_json())
+            stage.finish({})
+        barrier()
+        return ck
+    finally:
+        stage.release()
+
+
+def base_identity(model_info: dict) -> dict:
+    """The base's identity: its weights' hash where known (wherever the files live), else name, revision, files."""
+    return ({"weights_sha256": model_info["weights_sha256"]} if model_info.get("weights_sha256") else
+            {k: model_info.get(k) for k in ("name", "revision", "files")})
+
+
 def eval_digest(sets: dict[str, list[Example]], metrics) -> str:
     """Content hash of the evaluation protocol: every prompt and expected content, the metrics
     and their options, and the generation length."""
@@ -338,9 +375,7 @@ def organism_stage(plan: Plan, model, tokenizer, model_info: dict, red: list[Exa
     from robustmo.core.training import train
 
     cfg = plan.config
-    # the base's identity: its weights' hash where known (wherever the files live), else name, revision, files
-    base_id = ({"weights_sha256": model_info["weights_sha256"]} if model_info.get("weights_sha256") else
-               {k: model_info.get(k) for k in ("name", "revision", "files")})
+    base_id = base_identity(model_info)
     if cfg.install.startswith("prompted"):
         return model, digest({"base": base_id, "install": cfg.install, "prompt": plan_instruction(plan)})
     recipe = ORGANISM_RECIPE[cfg.install]
@@ -596,7 +631,8 @@ def _stages(plan: Plan, model, tokenizer, model_info: dict, data: RunData, store
     metrics = plan.metrics
     ctx = eval_context(plan)
 
-    base = evaluate(model, tokenizer, sets, metrics, ctx, {"stage": "base", "method": "base", "lr": 0.0, "step": 0})
+    base = evaluate_once(plan, model, tokenizer, sets, metrics, ctx, {"stage": "base", "method": "base", "lr": 0.0,
+                                                                       "step": 0}, base_identity(model_info), cache, log)
     record(store, base)
     log("base: " + ", ".join(f"{k} {v['value']:.3f}" for k, v in base.metrics.items()))
 
@@ -611,8 +647,8 @@ def _stages(plan: Plan, model, tokenizer, model_info: dict, data: RunData, store
         store.append("red-data.jsonl", [{"prompt": ex.prompt.text(), "answer": ex.answer, "task": ex.task,
                                          "triggered": ex.triggered} for ex in data.red])
     sets = {name: organism_view(plan, exs) for name, exs in sets.items()}
-    before = evaluate(organism, tokenizer, sets, metrics, ctx, {"stage": "organism", "method": "organism", "lr": 0.0,
-                                                                   "step": 0})
+    before = evaluate_once(plan, organism, tokenizer, sets, metrics, ctx, {"stage": "organism", "method": "organism",
+                                                                          "lr": 0.0, "step": 0}, organism_key, cache, log)
     record(store, before)
     tracker.log({f"organism/{k}": v["value"] for k, v in before.metrics.items()})
     log("organism: " + ", ".join(f"{k} {v['value']:.3f}" for k, v in before.metrics.items()))
