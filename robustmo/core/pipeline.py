@@ -12,6 +12,7 @@ import platform
 import random
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -317,18 +318,13 @@ def evaluate_once(plan: Plan, model, tokenizer, sets, metrics, ctx: EvalContext,
     if _reusable(stage, log):
         log(f"{where['method']}: evaluation reused from the stage cache ({stage.path})")
         return Checkpoint.from_json(json.loads(out.read_text()))
-    try:
-        if is_main():
-            stage.begin(inputs)
-        barrier()
+    with _computing(stage, inputs):
         ck = evaluate(model, tokenizer, sets, metrics, ctx, where)
         if is_main():
             atomic_write_json(out, ck.to_json())
             stage.finish({})
         barrier()
-        return ck
-    finally:
-        stage.release()
+    return ck
 
 
 def base_identity(model_info: dict) -> dict:
@@ -390,10 +386,7 @@ def organism_stage(plan: Plan, model, tokenizer, model_info: dict, red: list[Exa
     if _reusable(stage, log):
         log(f"organism: reused from the stage cache ({stage.path})")
         return load_organism(model, out, lora), stage.key
-    try:
-        if is_main():
-            stage.begin(inputs)
-        barrier()
+    with _computing(stage, inputs):
         if lora:
             model = add_lora(model, cfg.lora_rank, cfg.seed)
         stats = train(model, tokenizer, conversations(red), lr=lr, steps=steps, seed=cfg.seed, progress=progress,
@@ -405,9 +398,23 @@ def organism_stage(plan: Plan, model, tokenizer, model_info: dict, red: list[Exa
             model.save_pretrained(out, safe_serialization=True)
             stage.finish({"losses": stats["losses"][-5:], "tokens": stats["tokens"]})
         barrier()
+    return model, stage.key
+
+
+@contextmanager
+def _computing(stage, inputs: dict):
+    """Compute ``stage`` after ``_reusable`` said no (the main process holds its lock): the main
+    process records what it is, every process starts together, and the lock is released at the
+    end, also on failure. The caller writes the outputs and calls ``stage.finish``."""
+    from robustmo.core.distributed import barrier, is_main
+
+    try:
+        if is_main():
+            stage.begin(inputs)
+        barrier()
+        yield
     finally:
         stage.release()
-    return model, stage.key
 
 
 def _reusable(stage, log) -> bool:
@@ -767,14 +774,12 @@ def attack(plan: Plan, organism, organism_key: str, tokenizer, method, lr: float
         for ck in found:
             _log_checkpoint(tracker, ck)
         return found, json.loads((stage.path / "compute.json").read_text())
-    try:
+    with _computing(stage, inputs):
         return _train_blue(plan, organism, tokenizer, method, lr, steps, chats, eval_at, sets, metrics, ctx, stage,
-                           inputs, tracker, progress, log)
-    finally:
-        stage.release()
+                           tracker, progress, log)
 
 
-def _train_blue(plan: Plan, organism, tokenizer, method, lr, steps, chats, eval_at, sets, metrics, ctx, stage, inputs,
+def _train_blue(plan: Plan, organism, tokenizer, method, lr, steps, chats, eval_at, sets, metrics, ctx, stage,
                 tracker, progress, log) -> tuple[list[Checkpoint], dict]:
     from robustmo.core.distributed import barrier, is_main
     from robustmo.core.runstore import atomic_write_json, atomic_write_text, read_jsonl
@@ -782,9 +787,6 @@ def _train_blue(plan: Plan, organism, tokenizer, method, lr, steps, chats, eval_
 
     cfg = plan.config
     evals = stage.path / "evals.jsonl"
-    if is_main():
-        stage.begin(inputs)
-    barrier()
     model = blue_model(plan, organism, method.options.adapter, method.options.rank)
     per_token = flops_per_token(model)
     found: list[Checkpoint] = []
