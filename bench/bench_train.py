@@ -3,8 +3,9 @@
     pip install -e ".[dev,bench]"          # TRL is a bench-only extra
     python bench/bench_train.py [--preset tiny|small] [--steps N] [--batch-size B]
 
-Each (trainer, mode) pair runs in its own fresh Python process (so peak memory is that
-run's alone) on the same model shape and initial weights (seeded random init of the toy
+Each (trainer, mode) pair runs in its own process, forked from a parent that has imported
+torch, transformers, peft and TRL but run no tensor op (so peak memory is that run's alone
+and no run pays the ~7 s of imports again), on the same model shape and initial weights (seeded random init of the toy
 preset), the same toy-world chats, the same batch size, step count, seed, optimiser
 (AdamW, betas 0.9/0.95, linear warmup then cosine decay, grad clip 1.0), fp32, and loss
 on completion tokens only in all three:
@@ -32,8 +33,7 @@ bench/results/train-<preset>.json.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
+import multiprocessing
 import sys
 import tempfile
 import time
@@ -44,7 +44,6 @@ import _common  # noqa: E402
 
 TRAINERS = ("robustmo", "hf", "trl")
 RECIPE = {"lora": 2e-3, "full": 5e-4}  # robustmo's red-install LRs (pipeline.ORGANISM_RECIPE)
-MARK = "BENCH-RESULT "
 
 
 # ---------------------------------------------------------------------------- workers
@@ -200,16 +199,53 @@ def worker(args) -> dict:
 
 
 # ------------------------------------------------------------------------------- main
+def preload(trainers: list[str]) -> None:
+    """Import what the workers use, once, in the parent they are forked from. No tensor op
+    runs here: OpenMP's thread pool must not exist before a fork."""
+    import peft  # noqa: F401
+    import transformers  # noqa: F401
+    from transformers import DataCollatorForSeq2Seq, LlamaForCausalLM, Trainer  # noqa: F401
+
+    import robustmo.core.training  # noqa: F401
+    import robustmo.plugins.toy_world.world  # noqa: F401
+
+    if "trl" in trainers:
+        import datasets
+        from trl import SFTTrainer  # noqa: F401
+
+        datasets.disable_progress_bars()
+
+
+def _child(args, conn) -> None:
+    import traceback
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    try:
+        conn.send(("ok", worker(args)))
+    except BaseException:  # report anything, then exit: the parent raises
+        conn.send(("error", traceback.format_exc()))
+    finally:
+        conn.close()
+
+
 def run_one(trainer: str, mode: str, args) -> dict:
-    cmd = [sys.executable, __file__, "--worker", trainer, "--mode", mode, "--preset", args.preset,
-           "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--seed", str(args.seed),
-           "--skip", str(args.skip)]
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    lines = [ln for ln in p.stdout.splitlines() if ln.startswith(MARK)]
-    if p.returncode or not lines:
-        sys.stderr.write(p.stdout[-3000:] + p.stderr[-5000:])
-        raise SystemExit(f"{trainer} {mode} failed (exit {p.returncode})")
-    return json.loads(lines[-1][len(MARK):])
+    """One (trainer, mode) run in a forked child; its result comes back through a pipe."""
+    ctx = multiprocessing.get_context("fork")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(argparse.Namespace(**{**vars(args), "worker": trainer, "mode": mode}),
+                                            child))
+    proc.start()
+    child.close()
+    try:
+        status, payload = parent.recv()
+    except EOFError:
+        status, payload = "error", "the worker died without a result"
+    proc.join()
+    if status != "ok" or proc.exitcode:
+        sys.stderr.write(str(payload))
+        raise SystemExit(f"{trainer} {mode} failed (exit {proc.exitcode})")
+    return payload
 
 
 def main() -> None:
@@ -222,27 +258,19 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1, help="repeat every run; the table shows the best")
     ap.add_argument("--modes", default="lora,full")
     ap.add_argument("--trainers", default=",".join(TRAINERS))
-    ap.add_argument("--worker", choices=TRAINERS, help=argparse.SUPPRESS)
-    ap.add_argument("--mode", choices=list(RECIPE), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.steps is None:
         args.steps = 40 if args.preset == "tiny" else 16
-
-    if args.worker:
-        import warnings
-
-        warnings.filterwarnings("ignore")
-        print(MARK + json.dumps(worker(args)), flush=True)
-        return
 
     import importlib.util
 
     if "trl" in args.trainers and importlib.util.find_spec("trl") is None:
         print("TRL is not installed (pip install -e \".[bench]\"): comparing with HF Trainer only")
         args.trainers = ",".join(t for t in args.trainers.split(",") if t != "trl")
+    t0 = time.perf_counter()
+    preload(args.trainers.split(","))
     machine = _common.machine()
     runs: list[dict] = []
-    t0 = time.perf_counter()
     for round_ in range(args.rounds):  # rounds interleave the trainers, so load drifts hit all alike
         for mode in args.modes.split(","):
             for trainer in args.trainers.split(","):
