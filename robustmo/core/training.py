@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+BATCH_SIZE = 32  # global batch (examples per optimizer step) unless the caller says otherwise
 IGNORE_INDEX = -100  # label value the loss skips (prompt and padding)
 
 
@@ -202,7 +203,7 @@ def batch_order(n_rows: int, batch_size: int, seed: int):
         yield idx
 
 
-def steps_for_tokens(tokenizer, examples: Sequence[Sequence[dict]], budget: int, *, batch_size: int = 32,
+def steps_for_tokens(tokenizer, examples: Sequence[Sequence[dict]], budget: int, *, batch_size: int = BATCH_SIZE,
                      seed: int = 0) -> int:
     """How many steps ``train`` takes to have seen ``budget`` tokens (prompt + completion, no
     padding) with the same examples, batch size and seed: the step that reaches the budget."""
@@ -231,7 +232,7 @@ def train(
     *,
     lr: float,
     steps: int,
-    batch_size: int = 32,
+    batch_size: int = BATCH_SIZE,
     seed: int = 0,
     warmup: int | None = None,
     weight_decay: float = 0.0,
