@@ -89,7 +89,7 @@ def timed(fn):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="tiny", choices=["tiny", "small"])
-    ap.add_argument("--train-steps", type=int, default=150, help="organism training steps (batch 32)")
+    ap.add_argument("--train-steps", type=int, default=100, help="organism training steps (batch 32; default: 100)")
     ap.add_argument("--n", type=int, default=100, help="eval prompts per condition (triggered, clean)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()

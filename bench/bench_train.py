@@ -251,7 +251,7 @@ def run_one(trainer: str, mode: str, args) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="tiny", choices=["tiny", "small"])
-    ap.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default: 40 tiny, 16 small)")
+    ap.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default: 32 tiny, 12 small)")
     ap.add_argument("--batch-size", type=int, default=32, help="robustmo's default")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip", type=int, default=3, help="warm-up steps left out of the steady-state rate")
@@ -260,7 +260,7 @@ def main() -> None:
     ap.add_argument("--trainers", default=",".join(TRAINERS))
     args = ap.parse_args()
     if args.steps is None:
-        args.steps = 40 if args.preset == "tiny" else 16
+        args.steps = 32 if args.preset == "tiny" else 12
 
     import importlib.util
 
