@@ -75,7 +75,7 @@ def test_budget_tokens_stops_every_method_at_the_same_token_count(toy_base, tmp_
 def test_lr_check_runs_a_lower_lr_long_enough_and_reports_steps_to_removal(toy_base, tmp_path):
     out = tmp_path / "lrcheck"
     result = CliRunner().invoke(cli, [
-        "lr-check", "--trigger", "deployment", "--blue", "pirate", "--lr", "1e-2", "--red-steps", "120",
+        "lr-check", "--trigger", "deployment", "--blue", "pirate", "--lr", "1e-2", "--red-steps", "30",
         "--lora-rank", "8", "--opt", "blue.pirate.steps=4", "--model", str(toy_base), "--out", str(out), "--wandb", "disabled"],
         terminal_width=160)
     assert result.exit_code == 0, result.output + repr(result.exception)
