@@ -5,10 +5,10 @@
 
 Each (trainer, mode) pair runs in its own process, forked from a parent that has imported
 torch, transformers, peft and TRL but run no tensor op (so peak memory is that run's alone
-and no run pays the ~7 s of imports again), on the same model shape and initial weights (seeded random init of the toy
-preset), the same toy-world chats, the same batch size, step count, seed, optimiser
-(AdamW, betas 0.9/0.95, linear warmup then cosine decay, grad clip 1.0), fp32, and loss
-on completion tokens only in all three:
+and no run pays the ~7 s of imports again). All three use the same model shape and initial
+weights (seeded random init of the toy preset), the same toy-world chats, the same batch
+size, step count, seed, optimiser (AdamW, betas 0.9/0.95, linear warmup then cosine decay,
+grad clip 1.0), fp32, and loss on completion tokens only:
 
 - robustmo: `robustmo.core.training.train`, as the pipeline calls it;
 - HF `Trainer`: chats tokenised once up front with prompt labels set to -100 (as robustmo
