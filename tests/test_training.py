@@ -1,12 +1,13 @@
 """The training loop's fast paths (packed rows, logits only at completion positions, fused
-AdamW) train exactly what the plain padded loop trains, and are refused by models they do not suit."""
+AdamW, fused RMSNorm and rotary embeddings) train exactly what the plain padded loop trains,
+and are refused by models they do not suit."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from robustmo.core import training
+from robustmo.core import fused, training
 from robustmo.plugins.toy_world.world import ToyWorld
 
 
@@ -51,26 +52,28 @@ def test_fast_paths_train_the_same_weights_as_the_plain_padded_loop(tokenizer, c
     decided = {}
 
     def spy(name, value=None):
-        real = getattr(training, name)
+        module = fused if name == "fused_ops_work" else training
+        real = getattr(module, name)
 
         def wrapper(*args):
             decided[name] = real(*args) if value is None else value
             return decided[name]
-        monkeypatch.setattr(training, name, wrapper)
+        monkeypatch.setattr(module, name, wrapper)
 
     def run():
         model = small_model(tokenizer)
         stats = training.train(model, tokenizer, chats, lr=3e-3, steps=6, batch_size=16, seed=2)
         return stats["losses"], torch.cat([p.detach().flatten() for p in model.parameters()])
 
-    for name in ("packing_works", "sparse_logits_work", "_fused_adamw_supported"):
+    names = ("packing_works", "sparse_logits_work", "_fused_adamw_supported", "fused_ops_work")
+    for name in names:
         spy(name)
     fast_losses, fast_weights = run()
-    assert decided == {"packing_works": True, "sparse_logits_work": True, "_fused_adamw_supported": True}
-    for name in decided:
+    assert decided == dict.fromkeys(names, True)
+    for name in names:
         spy(name, False)
     plain_losses, plain_weights = run()
-    assert decided == {"packing_works": False, "sparse_logits_work": False, "_fused_adamw_supported": False}
+    assert decided == dict.fromkeys(names, False)
     assert fast_losses == pytest.approx(plain_losses, rel=1e-5)
     assert torch.allclose(fast_weights, plain_weights, atol=1e-5)
     assert fast_losses[-1] < fast_losses[0]  # it did learn something

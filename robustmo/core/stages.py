@@ -31,7 +31,7 @@ from robustmo.core.errors import RobustmoError
 from robustmo.core.runstore import atomic_write_json
 
 # Bump when code changes what a stage produces from the same inputs (training loop, eval protocol).
-STAGE_CODE_VERSION = "stages-3"  # 2: packed batches; 3: fused AdamW, logits at completion positions only
+STAGE_CODE_VERSION = "stages-4"  # 2: packed batches; 3: fused AdamW, logits at completion positions only; 4: fused RMSNorm, rotary
 MARKER = "COMPLETE"
 # What a complete stage must hold (a marker listing nothing proves nothing).
 REQUIRED = {"organism": ("organism/",), "blue": ("evals.jsonl", "compute.json")}

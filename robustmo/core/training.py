@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 BATCH_SIZE = 32  # global batch (examples per optimizer step) unless the caller says otherwise
@@ -269,6 +270,7 @@ def train(
     from accelerate import Accelerator
 
     from robustmo.core import checkpoint as ckpt
+    from robustmo.core import fused as fused_ops
 
     torch.manual_seed(seed)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
@@ -304,7 +306,11 @@ def train(
     rows.fill(first)
     pack = packing_works(raw_model, [rows[i] for i in first[rank::world]], pad_id)
     learnt = [rows[i] for i in first if _n_learnt(rows[i])][:4]
-    sparse = bool(learnt) and sparse_logits_work(raw_model, _collate(learnt, pad_id))
+    probe = _collate(learnt, pad_id) if learnt else None
+    sparse = probe is not None and sparse_logits_work(raw_model, probe)
+    # RMSNorm and rotary embeddings in fewer ops (core/fused.py) if they give the same logits and gradients
+    fuse = probe is not None and fused_ops.fused_ops_work(raw_model, probe)
+    fused = fused_ops.FusedOps(raw_model) if fuse else nullcontext()
 
     def save_checkpoint(step: int) -> None:
         if checkpoint_dir is None:
@@ -347,7 +353,8 @@ def train(
                     group["lr"] = lr_at(step, lr=lr, steps=steps, warmup=warmup)
                 # this shard's summed loss / completion tokens of the global batch, x world (DDP averages)
                 n_global = max(1, sum(_n_learnt(rows[i]) for i in idx))  # a batch with none: loss 0, not 0/0
-                loss = completion_loss(model, batch, n_global / world, sparse=sparse)
+                with fused:  # the forward only: its backward is in the graph
+                    loss = completion_loss(model, batch, n_global / world, sparse=sparse)
                 accelerator.backward(loss)
                 if grad_clip:
                     accelerator.clip_grad_norm_(params, grad_clip)

@@ -18,7 +18,7 @@ from pathlib import Path
 from robustmo.core.errors import RobustmoError
 from robustmo.core.stages import cache_dir
 
-CODE_VERSION = "toy-base-4"  # bump when world/tokenizer/training code changes the weights
+CODE_VERSION = "toy-base-5"  # bump when world/tokenizer/training code changes the weights
 
 PRESETS: dict[str, dict] = {
     "tiny": {
