@@ -9,9 +9,10 @@ gradients); the two ``autograd.Function``s below do the same maths in 10 and 12 
 hand-written backward passes. On the tiny preset that is ~13 % more tokens/s (bench/bench_mfu.py).
 
 ``with FusedOps(model):`` swaps them in for robustmo's training forward passes and puts the
-model's own back after; ``fused_ops_work(model, batch)`` checks on a real batch that logits and gradients stay the
-same, and training uses them only then. Only float32 RMSNorms are replaced (others keep their
-own forward), so a model that computes differently falls back to its own ops.
+model's own back after; ``fused_ops_work(model, batch)`` checks on a real batch that the
+logits and gradients stay the same, and training uses them only then, so a model that
+computes differently keeps its own ops. RMSNorm is replaced for float32 inputs only (a
+half-precision model keeps its own, which computes in float32 and casts back).
 """
 
 from __future__ import annotations
