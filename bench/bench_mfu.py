@@ -85,8 +85,9 @@ def training_rate(preset: str, steps: int, batch_size: int = 32, seed: int = 0, 
                 profiles[name].__exit__(None, None, None)
 
     decided = []
-    check = fused_ops.fused_ops_work if fused else (lambda *args: False)
-    with mock.patch.object(fused_ops, "fused_ops_work", lambda *args: decided.append(check(*args)) or decided[-1]):
+    check = fused_ops.fused_ops_work if fused else (lambda *args, **kwargs: False)
+    with mock.patch.object(fused_ops, "fused_ops_work",
+                           lambda *args, **kwargs: decided.append(check(*args, **kwargs)) or decided[-1]):
         train(model, tokenizer, data, lr=5e-4, steps=total, batch_size=batch_size, seed=seed,
               callback=on_step, callback_steps=range(total + 1))
     assert decided == [fused], f"fused ops {'not ' if fused else ''}used"

@@ -55,8 +55,8 @@ def test_fast_paths_train_the_same_weights_as_the_plain_padded_loop(tokenizer, c
         module = fused if name == "fused_ops_work" else training
         real = getattr(module, name)
 
-        def wrapper(*args):
-            decided[name] = real(*args) if value is None else value
+        def wrapper(*args, **kwargs):
+            decided[name] = real(*args, **kwargs) if value is None else value
             return decided[name]
         monkeypatch.setattr(module, name, wrapper)
 

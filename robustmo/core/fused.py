@@ -6,21 +6,25 @@ region costs tens of microseconds of waking threads, however little work it does
 runs transformers' RMSNorm as ~14 such ops (forward and backward) and its rotary embedding
 as ~28 per layer (``rotate_half``'s slices, negation and concatenation, and their zero-filled
 gradients); the two ``autograd.Function``s below do the same maths in 10 and 12 ops with
-hand-written backward passes. On the tiny preset that is ~13 % more tokens/s (bench/bench_mfu.py).
+hand-written backward passes. On the tiny preset that is ~10 % more tokens/s (bench/bench_mfu.py).
 
-``with FusedOps(model):`` swaps them in for robustmo's training forward passes and puts the
-model's own back after; ``fused_ops_work(model, batch)`` checks on a real batch that the
-logits and gradients stay the same, and training uses them only then, so a model that
-computes differently keeps its own ops. RMSNorm is replaced for float32 inputs only (a
-half-precision model keeps its own, which computes in float32 and casts back).
+``with FusedOps(model):`` swaps them in for robustmo's training steps (forward and backward:
+a backward that recomputes activations, as gradient checkpointing does, must see the same
+ops) and puts the model's own back after; ``fused_ops_work(model, batch)`` checks on a real
+batch that the logits and gradients stay the same, and training uses them only then, so a
+model that computes differently keeps its own ops. Both apply to float32 tensors only.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import sys
+import threading
+import weakref
 
 import torch
+from torch.autograd.function import once_differentiable
 
 
 class _RMSNorm(torch.autograd.Function):
@@ -36,6 +40,7 @@ class _RMSNorm(torch.autograd.Function):
         return xhat * weight
 
     @staticmethod
+    @once_differentiable  # the saved xhat and rstd are cut off from x: no second derivatives
     def backward(ctx, grad):
         xhat, rstd, weight = ctx.saved_tensors
         grad_xhat = grad * weight
@@ -59,6 +64,7 @@ class _Rotary(torch.autograd.Function):
         return _rotate(q, cos, sin, 1), _rotate(k, cos, sin, 1)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_q, grad_k):
         cos, sin = ctx.saved_tensors
         return _rotate(grad_q, cos, sin, -1), _rotate(grad_k, cos, sin, -1), None, None
@@ -75,81 +81,112 @@ def _rotate(x, cos, sin, sign: int):
     return out
 
 
-def apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1):
-    """Drop-in for transformers' ``apply_rotary_pos_emb`` (same signature and result)."""
-    return _Rotary.apply(q, k, cos.unsqueeze(unsqueeze_dim), sin.unsqueeze(unsqueeze_dim))
+def _fused(*tensors) -> bool:
+    """Only float32 takes the fused ops: in half precision they would round differently from the
+    model's own (which computes RMSNorm in float32 and casts back), so it keeps those."""
+    return all(t.dtype == torch.float32 for t in tensors)
 
 
-_ROTARY_PARAMETERS = list(inspect.signature(apply_rotary_pos_emb).parameters)
+def _rotary_forward(own, q, k, cos, sin, unsqueeze_dim=1):
+    """What replaces a modelling module's ``apply_rotary_pos_emb`` (``own``) inside ``FusedOps``;
+    learnt cos/sin (which the fused backward gives no gradient) keep ``own`` too."""
+    if _fused(q, k, cos, sin) and not (cos.requires_grad or sin.requires_grad):
+        return _Rotary.apply(q, k, cos.unsqueeze(unsqueeze_dim), sin.unsqueeze(unsqueeze_dim))
+    return own(q, k, cos, sin, unsqueeze_dim)
 
 
-def _rms_norm_forward(module):
-    own = module.forward  # the class's forward, bound
+def _rms_norm_forward(module, hidden_states):
+    """What replaces an RMSNorm module's ``forward`` inside ``FusedOps`` (a ``functools.partial``
+    of a module-level function: a model copied or pickled meanwhile stays copyable)."""
+    if _fused(hidden_states, module.weight):
+        return _RMSNorm.apply(hidden_states, module.weight, module.variance_epsilon)
+    return type(module).forward(module, hidden_states)
 
-    def forward(hidden_states):
-        if hidden_states.dtype == module.weight.dtype == torch.float32:
-            return _RMSNorm.apply(hidden_states, module.weight, module.variance_epsilon)
-        return own(hidden_states)
-    return forward
+
+def _ours(fn, func) -> bool:
+    return isinstance(fn, functools.partial) and fn.func is func
+
+
+_ROTARY_PARAMETERS = ["q", "k", "cos", "sin", "unsqueeze_dim"]
+_LOCK = threading.Lock()
+_NORM_DEPTH: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module -> FusedOps blocks it is in
+_ROTARY_OWN: dict[str, list] = {}  # modelling module name -> [its own apply_rotary_pos_emb, blocks it is in]
 
 
 def _targets(model) -> tuple[list, list]:
-    """The RMSNorm modules to patch (transformers' layout: a 1-d ``weight`` and ``variance_epsilon``,
-    no instance-level forward of someone else's, such as accelerate's hooks) and the modelling
-    modules whose ``apply_rotary_pos_emb`` has transformers' Llama signature."""
+    """The RMSNorm modules to patch (transformers' layout: a 1-d ``weight`` and ``variance_epsilon``;
+    not one whose instance-level forward someone else set, such as accelerate's hooks) and the
+    modelling modules whose own ``apply_rotary_pos_emb`` has transformers' Llama signature."""
     norms, modelling = [], {}
     for m in model.modules():
         cls = type(m)
         if (cls.__name__.endswith("RMSNorm") and isinstance(getattr(m, "weight", None), torch.nn.Parameter)
                 and m.weight.dim() == 1 and isinstance(getattr(m, "variance_epsilon", None), float)
-                and "forward" not in m.__dict__):
+                and ("forward" not in m.__dict__ or _ours(m.__dict__["forward"], _rms_norm_forward))):
             norms.append(m)
         module = sys.modules.get(cls.__module__)
-        fn = getattr(module, "apply_rotary_pos_emb", None)
-        if callable(fn) and fn is not apply_rotary_pos_emb and cls.__name__.endswith("Attention"):
-            try:
-                if list(inspect.signature(fn).parameters) == _ROTARY_PARAMETERS:
-                    modelling[module.__name__] = module
-            except (TypeError, ValueError):
-                pass
+        if not cls.__name__.endswith("Attention") or module is None:
+            continue
+        with _LOCK:
+            own = _ROTARY_OWN.get(module.__name__, [getattr(module, "apply_rotary_pos_emb", None)])[0]
+        try:
+            if callable(own) and list(inspect.signature(own).parameters) == _ROTARY_PARAMETERS:
+                modelling[module.__name__] = module
+        except (TypeError, ValueError):
+            pass
     return norms, list(modelling.values())
 
 
 class FusedOps:
-    """``with FusedOps(model):`` runs ``model``'s RMSNorms and its modelling code's rotary
-    embedding through the fused ops above, and puts the model's own back on exit (its
-    targets are found once, so entering costs next to nothing). The rotary function is
-    replaced in its (process-wide) modelling module: other models of that architecture use
-    it too meanwhile, with the same results. Only the forward needs to be inside: the
-    backward pass is recorded in the graph."""
+    """``with FusedOps(model):`` runs ``model``'s float32 RMSNorms and its modelling code's rotary
+    embedding through the fused ops above, and puts the model's own back on exit (its targets
+    are found once, so entering costs next to nothing). Blocks nest and may overlap for several
+    models: each op is restored when the last block using it ends. The rotary function is
+    replaced in its (process-wide) modelling module: other models of that architecture use it
+    too meanwhile, with the same results. A copy of the model made inside a block keeps the
+    fused RMSNorm forward (same results)."""
 
     def __init__(self, model):
         self.norms, self.modelling = _targets(model)
-        self.originals: list = []
 
     def __bool__(self) -> bool:
         return bool(self.norms or self.modelling)
 
     def __enter__(self):
-        self.originals = [(module, module.apply_rotary_pos_emb) for module in self.modelling]
-        for m in self.norms:
-            m.forward = _rms_norm_forward(m)
-        for module in self.modelling:
-            module.apply_rotary_pos_emb = apply_rotary_pos_emb
+        with _LOCK:
+            for m in self.norms:
+                if _NORM_DEPTH.get(m, 0) == 0:
+                    m.forward = functools.partial(_rms_norm_forward, m)
+                _NORM_DEPTH[m] = _NORM_DEPTH.get(m, 0) + 1
+            for module in self.modelling:
+                entry = _ROTARY_OWN.setdefault(module.__name__, [module.apply_rotary_pos_emb, 0])
+                if entry[1] == 0:
+                    module.apply_rotary_pos_emb = functools.partial(_rotary_forward, entry[0])
+                entry[1] += 1
         return self
 
     def __exit__(self, *exc):
-        for m in self.norms:
-            m.__dict__.pop("forward", None)
-        for module, fn in self.originals:
-            module.apply_rotary_pos_emb = fn
+        with _LOCK:
+            for m in self.norms:
+                _NORM_DEPTH[m] -= 1
+                if _NORM_DEPTH[m] == 0:
+                    del _NORM_DEPTH[m]
+                    m.__dict__.pop("forward", None)
+            for module in self.modelling:
+                entry = _ROTARY_OWN[module.__name__]
+                entry[1] -= 1
+                if entry[1] == 0:
+                    module.apply_rotary_pos_emb = entry[0]
+                    del _ROTARY_OWN[module.__name__]
         return False
 
 
-def fused_ops_work(model, batch: dict) -> bool:
-    """Does ``model`` give the same logits, and the same gradients with respect to its input
-    embeddings and its trainable RMSNorm weights, with the fused ops as with its own? One
-    comparison on a few examples (``input_ids``, ``attention_mask``, ``labels``); False when
+def fused_ops_work(model, batch: dict, *, sparse: bool = False) -> bool:
+    """Does ``model`` give the same completion logits, and the same gradients with respect to its
+    input embeddings and its trainable RMSNorm weights, with the fused ops as with its own?
+    One comparison on ``batch`` (a few examples, laid out as training lays them out), through
+    the same forward as training (``sparse``: logits only at completion positions), in training
+    mode with the same random seed for both passes (dropout draws the same masks); False when
     there is nothing to fuse or the model computes differently."""
     fused = FusedOps(model)
     if not fused:
@@ -158,25 +195,25 @@ def fused_ops_work(model, batch: dict) -> bool:
     batch = {k: v.to(device) for k, v in batch.items()}
     weights = [m.weight for m in fused.norms if m.weight.requires_grad]
     was_training = model.training
-    model.eval()  # no dropout: the two passes must see the same computation
+    model.train()
     try:
-        own = _logits_and_grads(model, batch, weights)
+        own = _logits_and_grads(model, batch, weights, sparse)
         with fused:
-            new = _logits_and_grads(model, batch, weights)
+            new = _logits_and_grads(model, batch, weights, sparse)
         return all(a.shape == b.shape and bool(torch.isfinite(b).all())
                    and float((a - b).norm()) <= 1e-4 * float(a.norm()) + 1e-8 for a, b in zip(own, new))
-    except (TypeError, ValueError, RuntimeError, AttributeError):
+    except (TypeError, ValueError, RuntimeError, AttributeError, KeyError, IndexError):
         return False
     finally:
         model.train(was_training)
 
 
-def _logits_and_grads(model, batch: dict, weights: list) -> list:
-    """Logits, and the gradients of their cross-entropy on ``labels`` with respect to the input
-    embeddings and ``weights``, via ``torch.autograd.grad`` (nothing lands in ``.grad``)."""
+def _logits_and_grads(model, batch: dict, weights: list, sparse: bool) -> list:
+    """Completion logits, and the gradients of their summed cross-entropy with respect to the
+    input embeddings and ``weights``, via ``torch.autograd.grad`` (nothing lands in ``.grad``)."""
     import torch.nn.functional as F
 
-    from robustmo.core.training import IGNORE_INDEX
+    from robustmo.core.training import _completion_logits
 
     leaf = {}
 
@@ -184,13 +221,13 @@ def _logits_and_grads(model, batch: dict, weights: list) -> list:
         leaf["embeds"] = output.detach().requires_grad_()
         return leaf["embeds"]
 
+    device = batch["input_ids"].device
     hook = model.get_input_embeddings().register_forward_hook(as_leaf)
     try:
-        with torch.enable_grad():
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                           use_cache=False).logits.float()
-            labels = F.pad(batch["labels"][:, 1:], (0, 1), value=IGNORE_INDEX)
-            loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.enable_grad():
+            torch.manual_seed(0)
+            logits, targets = _completion_logits(model, batch, sparse=sparse)
+            loss = F.cross_entropy(logits.float(), targets, reduction="sum")
             grads = torch.autograd.grad(loss, [leaf["embeds"], *weights])
     finally:
         hook.remove()

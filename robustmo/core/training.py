@@ -306,10 +306,11 @@ def train(
     rows.fill(first)
     pack = packing_works(raw_model, [rows[i] for i in first[rank::world]], pad_id)
     learnt = [rows[i] for i in first if _n_learnt(rows[i])][:4]
-    probe = _collate(learnt, pad_id) if learnt else None
-    sparse = probe is not None and sparse_logits_work(raw_model, probe)
-    # RMSNorm and rotary embeddings in fewer ops (core/fused.py) if they give the same logits and gradients
-    fuse = probe is not None and fused_ops.fused_ops_work(raw_model, probe)
+    sparse = bool(learnt) and sparse_logits_work(raw_model, _collate(learnt, pad_id))
+    # RMSNorm and rotary embeddings in fewer ops (core/fused.py) if they give the same logits and
+    # gradients, checked through the step's own forward (packed or padded rows, sparse or all logits)
+    fuse = bool(learnt) and fused_ops.fused_ops_work(raw_model, (_pack if pack else _collate)(learnt, pad_id),
+                                                       sparse=sparse)
     fused = fused_ops.FusedOps(raw_model) if fuse else nullcontext()
 
     def save_checkpoint(step: int) -> None:
@@ -353,9 +354,9 @@ def train(
                     group["lr"] = lr_at(step, lr=lr, steps=steps, warmup=warmup)
                 # this shard's summed loss / completion tokens of the global batch, x world (DDP averages)
                 n_global = max(1, sum(_n_learnt(rows[i]) for i in idx))  # a batch with none: loss 0, not 0/0
-                with fused:  # the forward only: its backward is in the graph
+                with fused:
                     loss = completion_loss(model, batch, n_global / world, sparse=sparse)
-                accelerator.backward(loss)
+                    accelerator.backward(loss)
                 if grad_clip:
                     accelerator.clip_grad_norm_(params, grad_clip)
                 optimizer.step()
