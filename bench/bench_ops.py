@@ -16,6 +16,7 @@ table with the ratios and writes bench/results/ops.json.
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import time
@@ -42,6 +43,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=300)
     args = ap.parse_args()
+    # what a training step runs inside robustmo.core.fused.FusedOps, against what it replaces
     import torch
     from transformers.models.llama import modeling_llama
 
@@ -66,10 +68,11 @@ def main() -> None:
 
     rows = [
         ("RMSNorm, forward + backward", median_us(lambda: norm(x).backward(grad), args.repeats),
-         median_us(lambda: fused._RMSNorm.apply(x, norm.weight, norm.variance_epsilon).backward(grad), args.repeats)),
+         median_us(lambda: fused._rms_norm_forward(norm, x).backward(grad), args.repeats)),
         ("rotary (queries and keys), forward + backward", median_us(rotary(modeling_llama.apply_rotary_pos_emb),
                                                                    args.repeats),
-         median_us(rotary(fused.apply_rotary_pos_emb), args.repeats)),
+         median_us(rotary(functools.partial(fused._rotary_forward, modeling_llama.apply_rotary_pos_emb)),
+                   args.repeats)),
     ]
     a, b = x.detach().clone(), grad.clone()
     threads = torch.get_num_threads()
