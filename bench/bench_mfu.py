@@ -9,9 +9,9 @@
    of each preset's shape on toy-world chats, batch 32; steady-state non-padding tokens/s
    (first steps left out); the first preset (the default, the one with a target) trains
    ``--rounds`` times and its best round counts, as the peak is the best of its repeats: on
-   this shared machine one run's tokens/s moves by +-10 %. Model FLOP/s = 6 * parameters * tokens/s (forward 2N, backward
-   4N per token; attention's sequence-length term left out, as is usual); MFU = model
-   FLOP/s / peak. "HFU incl. row padding" counts every position the loop computes: packed rows
+   this shared machine one run's tokens/s moves by +-10 %. Model FLOP/s = 6 * parameters *
+   tokens/s (forward 2N, backward 4N per token; attention's sequence-length term left out,
+   as is usual); MFU = model FLOP/s / peak. "HFU incl. row padding" counts every position the loop computes: packed rows
    are as wide as their batch's longest example, and a row's unfilled tail is padding.
    Each round of the first preset also trains with the model's own RMSNorm and rotary
    embedding instead of robustmo's fused ones (robustmo/core/fused.py), interleaved: the
@@ -217,15 +217,14 @@ def main() -> None:
         print(f"fused RMSNorm and rotary / the model's own ({presets[0]}, best of {args.rounds} rounds each): "
               f"{results[0]['tokens_per_s'] / results[1]['tokens_per_s']:.2f}x tokens/s")
     if profile:
-        prof = profile
         print(f"\nwhere a training step's time goes ({results[0]['preset']}, {args.profile_steps} profiled steps, "
-              f"{prof['wall_per_step_s'] * 1e3:.0f} ms per step under the profiler):")
+              f"{profile['wall_per_step_s'] * 1e3:.0f} ms per step under the profiler):")
         print(_common.table(["part", "ms/step", "share"],
-                            [[k, f"{v * 1e3:.1f}", f"{100 * v / prof['wall_per_step_s']:.0f} %"]
-                             for k, v in prof["per_step_s"].items()]))
-        print(f"optimizer.step (all its ops): {prof['optimizer_step_per_step_s'] * 1e3:.1f} ms/step; matmuls run at "
-              f"{(prof['matmul_flops_per_s'] or 0) / 1e9:.1f} GFLOP/s "
-              f"({100 * (prof['matmul_flops_per_s'] or 0) / peak['flops_per_s']:.0f} % of peak)")
+                            [[k, f"{v * 1e3:.1f}", f"{100 * v / profile['wall_per_step_s']:.0f} %"]
+                             for k, v in profile["per_step_s"].items()]))
+        print(f"optimizer.step (all its ops): {profile['optimizer_step_per_step_s'] * 1e3:.1f} ms/step; matmuls run at "
+              f"{(profile['matmul_flops_per_s'] or 0) / 1e9:.1f} GFLOP/s "
+              f"({100 * (profile['matmul_flops_per_s'] or 0) / peak['flops_per_s']:.0f} % of peak)")
     path = _common.write_json("mfu.json", {
         "command": " ".join(["python", "bench/bench_mfu.py", *sys.argv[1:]]), "machine": machine,
         "wall_seconds": time.perf_counter() - t_start, "peak": peak, "peak_after": peak_after, "results": results,
