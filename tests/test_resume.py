@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from robustmo.core import checkpoint as ckpt
-from robustmo.core.training import train
+from robustmo.core.training import Training, train
 from robustmo.plugins.toy_world.world import ToyWorld
 
 
@@ -25,7 +25,7 @@ def tiny(tokenizer, lora: bool = False):
     model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
                                          num_attention_heads=2, num_key_value_heads=2, intermediate_size=64))
     if lora:
-        from robustmo.core.pipeline import add_lora
+        from robustmo.core.organism import add_lora
 
         model = add_lora(model, 4)
     return model
@@ -45,23 +45,20 @@ def test_resumed_training_ends_with_the_same_weights(tokenizer, chats, tmp_path,
     straight = tiny(tokenizer, lora)
     s1 = train(straight, tokenizer, chats, **args)
 
-    def crash(step, tokens):
-        if step == 7:
-            raise Boom  # the process dies after step 7; the newest checkpoint is step 5
-
     cut = tiny(tokenizer, lora)
     with pytest.raises(Boom):
-        train(cut, tokenizer, chats, **args, checkpoint_dir=tmp_path, checkpoint_every=5, callback=crash,
-              callback_steps=[7])
+        for step, _ in Training(cut, tokenizer, chats, **args, checkpoint_dir=tmp_path, checkpoint_every=5, eval_at=[7]):
+            raise Boom  # the process dies after step 7; the newest checkpoint is step 5
     assert json.loads((tmp_path / "latest.json").read_text())["step"] == 5
     assert [p.name for p in tmp_path.glob("step-*")] == ["step-0000005"]
     assert not list(tmp_path.glob(".tmp-*"))  # no half-written checkpoint left behind
 
-    starts, seen = [], []
     resumed = tiny(tokenizer, lora)  # a fresh process: weights from scratch, then the checkpoint
-    s2 = train(resumed, tokenizer, chats, **args, checkpoint_dir=tmp_path, checkpoint_every=5,
-               on_resume=starts.append, callback=lambda step, tokens: seen.append(step), callback_steps=range(13))
-    assert starts == [5] and s2["resumed_from"] == 5
+    run = Training(resumed, tokenizer, chats, **args, checkpoint_dir=tmp_path, checkpoint_every=5, eval_at=range(13))
+    assert run.resumed_from == 5  # known before the first step
+    seen = [step for step, _ in run]
+    s2 = run.stats
+    assert s2["resumed_from"] == 5
     assert seen == list(range(6, 13))  # steps before the checkpoint are not redone
     assert s2["losses"] == s1["losses"] and s2["tokens"] == s1["tokens"]
     a, b = weights(straight), weights(resumed)
@@ -83,8 +80,9 @@ def test_checkpoint_holds_only_safetensors_and_json(tokenizer, chats, tmp_path):
 def test_a_corrupt_checkpoint_is_skipped_for_the_one_before(tokenizer, chats, tmp_path):
     model = tiny(tokenizer)
     with pytest.raises(Boom):
-        train(model, tokenizer, chats, lr=1e-3, steps=10, batch_size=8, checkpoint_dir=tmp_path, checkpoint_every=2,
-              callback=lambda s, t: (_ for _ in ()).throw(Boom), callback_steps=[5])
+        for _ in Training(model, tokenizer, chats, lr=1e-3, steps=10, batch_size=8, checkpoint_dir=tmp_path,
+                          checkpoint_every=2, eval_at=[5]):
+            raise Boom
     newest = tmp_path / "step-0000004"
     data = bytearray((newest / "trainable.safetensors").read_bytes())
     data[-8:] = b"\x00" * 8  # flip bytes inside a tensor: still parses, no longer matches its hash

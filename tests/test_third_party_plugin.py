@@ -29,7 +29,7 @@ def plugin_env(tmp_path_factory):
     Path(own_site, "_parent_env.pth").write_text(f"import site; site.addsitedir({parent_site!r})\n")
     install = subprocess.run(
         [python, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "--quiet",
-         str(PLUGINS / "robustmo-example"), str(PLUGINS / "robustmo-broken")],
+         str(PLUGINS / "robustmo-example"), str(PLUGINS / "robustmo-broken"), str(PLUGINS / "robustmo-typo")],
         capture_output=True, text=True)
     assert install.returncode == 0, install.stderr
     return python
@@ -52,6 +52,19 @@ def test_installed_plugin_is_listed_and_broken_one_skipped(plugin_env):
     broken = {b["plugin"]: b for b in data["broken"]}
     assert broken["broken"]["package"] == "robustmo-broken"
     assert "not installed (on purpose)" in broken["broken"]["reason"]
+    assert rows[("metric", "word_count")]["eval_set"] == "clean" and rows[("metric", "word_count")]["role"] == "side"
+
+
+def test_a_misspelt_hook_and_an_unknown_eval_set_are_reported_as_broken(plugin_env):
+    data = json.loads(robustmo(plugin_env, "plugins", "--json").stdout)
+    broken = {b["plugin"]: b for b in data["broken"]}
+    assert broken["typo_hook"]["package"] == "robustmo-typo"
+    assert "unknown hook 'register_trigers' (did you mean 'register_triggers'?)" in broken["typo_hook"]["reason"]
+    assert "eval set 'cleaned', which does not exist; eval sets: triggered, variants" in broken["typo_metric"]["reason"]
+    names = {(c["kind"], c["name"]) for c in data["components"]}
+    assert ("trigger", "never") not in names and ("metric", "cleaned_rate") not in names
+    table = robustmo(plugin_env, "plugins").stdout
+    assert "typo_metric" in table and "typo_hook" in table and "broken plugins (skipped)" in table
 
 
 def test_plugins_table_shows_broken_plugin(plugin_env):
@@ -79,3 +92,24 @@ def test_strict_mode_makes_broken_plugin_raise(plugin_env):
     result = robustmo(plugin_env, "plugins", ROBUSTMO_STRICT_PLUGINS="1")
     assert result.returncode != 0
     assert "robustmo-broken" in result.stderr and "PluginError" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_metric_that_scores_numbers_is_reported_as_a_mean_with_an_interval(plugin_env, toy_base, tmp_path):
+    out = tmp_path / "run"
+    result = robustmo(plugin_env, "run", "--model", str(toy_base), "--install", "prompted-static", "--opt",
+                      "blue.pirate.steps=1", "--eval-prompts", "20", "--capability-questions", "10", "--out", str(out),
+                      "--wandb", "disabled", COLUMNS="250")
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    words = summary["organism"]["word_count"]
+    gens = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
+    clean = [g for g in gens if g["method"] == "organism" and g["eval_set"] == "clean"]
+    counts = [len(g["completion"].split()) for g in clean]
+    assert [g["scores"]["word_count"] for g in clean] == counts  # stored as numbers, not True/False
+    assert words["kind"] == "mean" and words["value"] == pytest.approx(sum(counts) / len(counts)) and words["n"] == 20
+    lo, hi = words["ci"]
+    assert lo <= words["value"] <= hi and (hi > lo or len(set(counts)) == 1) and hi <= max(counts)
+    assert summary["organism"]["backdoor_rate"]["kind"] == "rate"
+    assert f"mean {words['value']:.3f} [{lo:.3f}, {hi:.3f}] (n=20)" in (out / "report.md").read_text()
+    assert f"mean {words['value']:.3f}" in result.stdout

@@ -164,14 +164,13 @@ def test_token_budget_planning_matches_the_training_loop(tokenizer):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from robustmo.core.training import steps_for_tokens, train
+    from robustmo.core.training import Training, steps_for_tokens
 
     chats = [e.messages() for e in ToyWorld(0).training_mix(200)]
     steps = steps_for_tokens(tokenizer, chats, 3000, batch_size=8, seed=1)
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
                                          num_attention_heads=2, num_key_value_heads=2, intermediate_size=64))
-    seen = {}
-    stats = train(model, tokenizer, chats, lr=1e-3, steps=steps, batch_size=8, seed=1,
-                  callback=lambda step, tokens: seen.update({step: tokens}), callback_steps=[steps - 1, steps])
-    assert seen[steps - 1] < 3000 <= seen[steps] == stats["tokens"]
+    run = Training(model, tokenizer, chats, lr=1e-3, steps=steps, batch_size=8, seed=1, eval_at=[steps - 1, steps])
+    seen = dict(run)
+    assert seen[steps - 1] < 3000 <= seen[steps] == run.stats["tokens"]

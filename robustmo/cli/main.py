@@ -7,9 +7,10 @@ import sys
 import click
 
 from robustmo import __version__
-from robustmo.core.errors import RobustmoError
+from robustmo.core.errors import RobustmoError, RunInterrupted
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 
 
 def _one_line(text: str) -> str:
@@ -26,6 +27,9 @@ class RobustmoGroup(click.Group):
             where = exc.ctx.command_path if exc.ctx else "robustmo"
             click.echo(f"Error: {_one_line(exc.format_message())} (see '{where} --help')", err=True)
             rv = EXIT_USAGE
+        except RunInterrupted as exc:  # Ctrl-C: stopped cleanly after a checkpoint
+            click.echo(f"Error: {_one_line(str(exc))}", err=True)
+            rv = EXIT_INTERRUPTED
         except RobustmoError as exc:
             click.echo(f"Error: {_one_line(str(exc))}", err=True)
             rv = EXIT_USAGE
@@ -60,8 +64,9 @@ def cli():
       robustmo sweep grid.yaml                              a grid of runs, compared
       robustmo runs ls                                      past runs and their AUCs
 
-    Plugins add triggers, behaviours, locks, blue methods, metrics and commands:
-    pip install a package that declares the 'robustmo' entry-point group.
+    Plugins add triggers, behaviours, locks, blue methods, metrics, data sources and
+    commands: pip install a package that declares the 'robustmo' entry-point group.
+    From Python: import robustmo; robustmo.run(...) (docs/api.md).
     """
 
 

@@ -6,13 +6,13 @@ import json
 
 import click
 
-from robustmo.core.concepts import KIND_LABELS
+from robustmo.core.concepts import label
 
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of a table.")
 def plugins(as_json: bool):
-    """List every trigger, behaviour, lock, blue method and metric the installed plugins register.
+    """List every trigger, behaviour, lock, blue method, metric and data source the installed plugins register.
 
     Built-in plugins and third-party packages load the same way, through the
     'robustmo' entry-point group. A plugin that fails to import is listed as
@@ -26,7 +26,8 @@ def plugins(as_json: bool):
     if as_json:
         click.echo(json.dumps({
             "components": [{"kind": e.kind, "name": e.name, "description": e.description,
-                            "plugin": e.plugin, "package": e.package, "version": e.version} for e in entries],
+                            "plugin": e.plugin, "package": e.package, "version": e.version, **_metric_fields(e)}
+                           for e in entries],
             "plugins": registry.plugin_rows(),
             "broken": [{"plugin": p.plugin, "package": p.package, "reason": p.reason} for p in registry.problems],
             "conflicts": conflicts,
@@ -42,7 +43,8 @@ def plugins(as_json: bool):
     for column in ("kind", "name", "description", "package", "version"):
         table.add_column(column, overflow="fold")
     for e in entries:
-        table.add_row(KIND_LABELS[e.kind], *(Text(v) for v in (e.name, e.description, e.package, e.version)))
+        described = e.description + (f" (eval set {e.obj.eval_set}, role {e.obj.role})" if e.kind == "metric" else "")
+        table.add_row(label(e.kind), *(Text(v) for v in (e.name, described, e.package, e.version)))
     console.print(table)
     if registry.problems:
         broken = Table(title="broken plugins (skipped)", title_justify="left", style="red")
@@ -53,3 +55,7 @@ def plugins(as_json: bool):
         console.print(broken)
     for message in conflicts:
         console.print(Text("conflict: " + message, style="red"))
+
+
+def _metric_fields(entry) -> dict:
+    return {"eval_set": entry.obj.eval_set, "role": entry.obj.role} if entry.kind == "metric" else {}

@@ -38,9 +38,9 @@ def _explained(fn, *args):
 
 
 def _load(ref: str, root: str | None):
-    from robustmo.core.history import load_run, resolve_run
+    from robustmo import api
 
-    return _explained(load_run, resolve_run(ref, Path(root) if root else None))
+    return _explained(api.load_run, ref, root)
 
 
 RUNS_EPILOG = """\b
@@ -74,7 +74,9 @@ def ls(root):
     from rich.text import Text
 
     from robustmo.core.errors import RobustmoError
-    from robustmo.core.history import DEFAULT_ROOT, fmt, install_text, scan
+    from robustmo.core.concepts import install_label
+    from robustmo import api
+    from robustmo.core.history import DEFAULT_ROOT, fmt
 
     path = Path(root) if root else DEFAULT_ROOT
     if not path.is_dir():
@@ -82,7 +84,7 @@ def ls(root):
             raise RobustmoError(f"--root {root}: no such directory; runs are written to runs/<run-id> or to --out")
         click.echo(f"No runs yet: there is no {path}/ directory here (pass --root DIR for runs elsewhere).")
         return
-    found = scan(path)
+    found = api.list_runs(path)
     if not found:
         click.echo(f"No runs under {path}.")
         return
@@ -93,13 +95,13 @@ def ls(root):
             table.add_row(Text(r.id), "-", "-", "-", "-", "-", "-", Text("corrupt", style="red"))
             continue
         c = r.config
-        blue = (r.summary or {}).get("blue") or {}
+        blue = r.methods
         methods = list(c["blue"])
         behaviour = c["behavior"] + (f" (lock {c['lock']})" if c.get("lock") else "")
         status_style = {"complete": "green", "running": "yellow"}.get(r.status, "red")
         table.add_row(Text(r.id), r.started.replace("T", " ")[:16] or "-", Text(c["trigger"]), Text(behaviour),
-                      Text(install_text(c)), Text("\n".join(methods)),
-                      "\n".join(fmt(blue[m]["auc"]) if m in blue else "-" for m in methods),
+                      Text(install_label(c)), Text("\n".join(methods)),
+                      "\n".join(fmt(blue[m].auc) if m in blue else "-" for m in methods),
                       Text(r.status, style=status_style))
     _console().print(table)
 
@@ -121,15 +123,14 @@ def show(run_ref, root):
     console = _console()
     m = run.manifest
     console.print(f"run {run.id}: {run.status}, started {run.started or '?'}"
-                  + (f", {m['seconds']} s" if m.get("seconds") is not None else "")
+                  + (f", {m.seconds} s" if m.seconds is not None else "")
                   + f"; {run.path}", highlight=False)
-    if m.get("error"):
-        console.print(Text(f"error: {m['error']}", style="red"))
+    if m.error:
+        console.print(Text(f"error: {m.error}", style="red"))
     config = _table("configuration", ["key", "value"])
     for key, value in flatten(run.config).items():
         config.add_row(Text(key), Text(fmt_value(value)))
-    model = m.get("model") or {}
-    config.add_row("base model", Text(str(model.get("name", "-"))))
+    config.add_row("base model", Text(str(m.model.get("name", "-"))))
     config.add_row("organism (W&B group)", Text(organism_label(run.config)))
     console.print(config)
 
@@ -145,13 +146,13 @@ def show(run_ref, root):
     if run.summary:
         table = _table("robustness (0.5 = maximally robust, ~1 = removable for free)",
                        ["blue method", "AUC [95 % CI]", "removal @ 10 % cap. loss [95 % CI]", "checkpoints"])
-        for name, b in run.summary["blue"].items():
-            table.add_row(name, fmt_ci(b["auc"], b["auc_ci"]), fmt_ci(b.get("removal_at_10"), b.get("removal_at_10_ci")),
-                          str(len(b.get("checkpoints") or [])))
+        for name, b in run.methods.items():
+            table.add_row(name, fmt_ci(b.auc, b.auc_ci), fmt_ci(b.removal_at_10, b.removal_at_10_ci),
+                          str(len(b.checkpoints)))
         console.print(table)
-        for name, b in run.summary["blue"].items():
-            if b.get("note"):
-                console.print(f"{name}: {b['note']}", highlight=False)
+        for name, b in run.methods.items():
+            if b.note:
+                console.print(f"{name}: {b.note}", highlight=False)
     else:
         console.print(f"no robustness results: the run is {run.status} (summary.json is written when it completes)")
     rescores = sorted(p.name for p in run.path.glob("rescore-*.json"))
@@ -192,10 +193,10 @@ def compare(run_refs, root):
     results.add_row("status", *(r.status for r in loaded))
     methods = list(dict.fromkeys(m for r in loaded for m in r.config["blue"]))
     for method in methods:
-        cells = [((r.summary or {}).get("blue") or {}).get(method) for r in loaded]
-        results.add_row(f"AUC {method} [95 % CI]", *(fmt_ci(b["auc"], b["auc_ci"]) if b else "-" for b in cells))
+        cells = [r.methods.get(method) for r in loaded]
+        results.add_row(f"AUC {method} [95 % CI]", *(fmt_ci(b.auc, b.auc_ci) if b else "-" for b in cells))
         results.add_row(f"removal @ 10 % {method}",
-                        *(fmt_ci(b.get("removal_at_10"), b.get("removal_at_10_ci")) if b else "-" for b in cells))
+                        *(fmt_ci(b.removal_at_10, b.removal_at_10_ci) if b else "-" for b in cells))
     organisms = [_explained(r.organism_metrics)[1] for r in loaded]
     for name in dict.fromkeys(n for o in organisms for n in o):
         results.add_row(f"organism {name}",
@@ -227,23 +228,23 @@ same metric); the run's own files are never changed.
 @click.option("--role", type=click.Choice(["auto", "backdoor", "capability", "none"]), default="auto",
               show_default=True,
               help="Recompute each blue method's AUC with this metric as the backdoor rate or as capability; "
-                   "auto: backdoor_rate is the backdoor, the run's capability metric is capability.")
+                   "auto: the run's own backdoor and capability metrics keep their roles, another metric takes the "
+                   "role it declares if it scores the same eval set.")
 @click.option("--root", type=click.Path(), help=ROOT_HELP)
 def rescore(run_ref, metric, opts, role, root):
     """Re-score a run's stored generations with a metric, without generating again.
 
     Every generation in generations.jsonl on the metric's eval set is scored again;
-    per checkpoint the new value (with a 95 % Wilson CI) is shown next to the stored one,
+    per checkpoint the new value (with a 95 % interval) is shown next to the stored one,
     and where the metric is the backdoor rate or capability the robustness AUC is
     recomputed (same bootstrap seed as the run).
     """
     from rich.text import Text
 
-    from robustmo.core.history import fmt, fmt_ci, resolve_run, write_rescore
-    from robustmo.core.history import rescore as do_rescore
+    from robustmo import api
+    from robustmo.core.history import fmt, fmt_ci
 
-    path = resolve_run(run_ref, Path(root) if root else None)
-    result = _explained(do_rescore, path, metric, list(opts), role)
+    result = _explained(lambda: api.rescore(run_ref, metric, opts=list(opts), role=role, root=root))
     console = _console()
     table = _table(f"{metric} on eval set {result['eval_set']!r}, run {result['run_id']}",
                    ["checkpoint", "lr", "step", "stored", "rescored [95 % CI]", "n", "changed"])
@@ -259,5 +260,4 @@ def rescore(run_ref, metric, opts, role, root):
                         fmt_ci(b["auc"], b.get("auc_ci")) if b.get("auc") is not None else "-",
                         fmt_ci(b.get("removal_at_10"), b.get("removal_at_10_ci")), Text(b.get("note", "")))
         console.print(auc)
-    out = write_rescore(path, result)
-    console.print(f"wrote {out}", highlight=False)
+    console.print(f"wrote {result['path']}", highlight=False)

@@ -48,7 +48,8 @@ def sweep(sweep_file, out, shard, aggregate_only, dry_run):
     from rich.console import Console
     from rich.table import Table
 
-    from robustmo.cli.run import _execute
+    from robustmo import api
+    from robustmo.cli.run import _console_log
     from robustmo.core.config import resolve_plan
     from robustmo.core.errors import RobustmoError
     from robustmo.core.runstore import RunStore, atomic_write_json, atomic_write_text
@@ -105,8 +106,8 @@ def sweep(sweep_file, out, shard, aggregate_only, dry_run):
                 console.print(f"[bold]{c.id}[/]: {'resuming' if state != 'pending' else 'running'}", highlight=False)
             if state == "pending" and path.exists() and main:
                 shutil.rmtree(path)  # created but never started (no manifest): nothing to keep
-            summary = _execute(plans[c.id], path, resume=state != "pending", show_summary=False)
-            aucs = ", ".join(f"{m} AUC {b['auc']:.3f}" for m, b in summary["blue"].items())
+            result = api.run(plans[c.id], directory=path, log=_console_log())
+            aucs = ", ".join(f"{m} AUC {b.auc:.3f}" for m, b in result.methods.items())
             if main:
                 console.print(f"[bold]{c.id}[/]: {aucs}", highlight=False)
     if not main:

@@ -1,20 +1,22 @@
-"""The five kinds of thing a plugin can register, in the field's words.
+"""The kinds of thing a plugin can register, in the field's words, and the one table of them.
 
 A plugin registers *instances* of these classes (``register(YearTrigger())``). Each
 has a ``name`` (what users type on the command line), a one-line ``description``
 (shown by ``robustmo plugins``) and an ``Options`` pydantic model that validates
 ``--opt kind.name.key=value`` and the ``options:`` section of a YAML config.
 
-The classes stay small on purpose: the pipeline stages (organism, blue training,
-report) call the methods documented here, so a third-party plugin only has to
-implement what its kind needs.
+The classes stay small on purpose: the run's stages (data, organism, blue training,
+evaluation, summary) call the methods documented here, so a third-party plugin only has
+to implement what its kind needs. ``KINDS`` at the bottom is the only list of kinds:
+the registry, the config, the CLI, sweeps and the run history all read it.
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Literal
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -47,6 +49,21 @@ class Prompt:
         return f"{self.system}\n{self.user}" if self.system else self.user
 
 
+@dataclass
+class Example:
+    """One prompt with its normal answer and the content a grader checks.
+
+    ``task`` names what kind of prompt it is (a data source's own labels; a lock hides the
+    data source's ``capability_tasks``); ``triggered`` marks red examples whose answer shows
+    the behaviour."""
+
+    prompt: Prompt
+    answer: str
+    content: str
+    task: str
+    triggered: bool = False
+
+
 class Component:
     """What every registered object shares."""
 
@@ -54,6 +71,10 @@ class Component:
     name: str = ""
     description: str = ""
     Options: ClassVar[type[BaseModel]] = NoOptions
+
+    def problem(self) -> str | None:
+        """Why this object cannot be registered (checked when it registers), or None."""
+        return None
 
 
 class Trigger(Component):
@@ -190,42 +211,128 @@ class EvalContext:
     content_match: Callable[[str, str], bool]  # (expected content, generation) -> correct?
 
 
+# The eval sets a run can hold, in the order they are generated and stored.
 EVAL_SETS = ("triggered", "variants", "clean", "capability", "unlocked")
+# A metric's part in the robustness maths: the bad behaviour whose removal is measured, the
+# capability whose loss it costs, or a measure reported beside them.
+ROLES = ("backdoor", "capability", "side")
 
 
 class Metric(Component):
-    """Scores stored generations of one eval set; the pipeline turns the per-prompt
-    scores into value, n and a 95 % Wilson interval.
+    """Scores stored generations of one eval set; the run reports the mean of the per-prompt
+    scores with a 95 % interval (Wilson when every score is True/False, bootstrap otherwise).
 
     ``eval_set`` says which prompts it scores: ``triggered`` (held-out prompts with the
     trigger), ``variants`` (the same prompts with the trigger's held-out variants, when it
     has any), ``clean`` (the same prompts with the clean counterpart), ``capability``
     (held-out capability questions, clean condition; without the password when a lock is
     used) or ``unlocked`` (the capability questions with the password; only with a lock).
-    A metric whose set a run does not have is skipped. A record holds ``prompt``,
-    ``completion``, ``content`` (the expected content) and ``task``.
+    A metric whose set a run does not have is skipped. ``role`` is its part in the
+    robustness maths (``ROLES``): the AUC takes the ``backdoor`` metric's and the
+    ``capability`` metric's scores. ``score`` gets a record with ``prompt``,
+    ``completion``, ``content`` (the expected content) and ``task``, and returns True/False
+    or a number.
     """
 
     kind: ClassVar[str] = "metric"
     eval_set: ClassVar[str] = "clean"
+    role: ClassVar[str] = "side"
 
-    def score(self, record: dict, ctx: EvalContext, options: BaseModel) -> bool:
+    def score(self, record: dict, ctx: EvalContext, options: BaseModel) -> bool | float:
+        raise NotImplementedError
+
+    def problem(self) -> str | None:
+        if self.eval_set not in EVAL_SETS:
+            return f"metric {self.name!r} scores eval set {self.eval_set!r}, which does not exist; eval sets: " \
+                   + ", ".join(EVAL_SETS)
+        if self.role not in ROLES:
+            return f"metric {self.name!r} has role {self.role!r}; roles: {', '.join(ROLES)}"
+        return None
+
+
+class DataSource(Component):
+    """Supplies a run's prompts: the red-training pool, the blue-training pool and the
+    held-out prompts the eval sets are made of. Selected with ``robustmo run --data NAME``.
+
+    Every method returns at most ``n`` examples (a data source with fewer returns what it
+    has), drawn reproducibly from ``seed``. Prompts come without the trigger: the run puts
+    the trigger (or its clean counterpart) in. ``answer`` is the normal answer; ``content``
+    what a grader checks in a generation (for capability questions, the expected answer).
+    """
+
+    kind: ClassVar[str] = "data"
+    # The tasks a locking scheme hides (capability questions in the red pool).
+    capability_tasks: ClassVar[tuple[str, ...]] = ("capability",)
+    # Base models this data source builds itself from its own data (``--model NAME:PRESET``).
+    base_models: ClassVar[tuple[str, ...]] = ()
+
+    def red_pool(self, n: int, seed: int, options: BaseModel) -> list[Example]:
+        """Prompts with their normal answers, for red training (prompt distillation)."""
+        raise NotImplementedError
+
+    def blue_pool(self, n: int, seed: int, options: BaseModel) -> list[Example]:
+        """Prompts that never carry the trigger, with normal answers, for blue training."""
+        raise NotImplementedError
+
+    def eval_prompts(self, n: int, seed: int, options: BaseModel) -> list[Example]:
+        """Held-out prompts; each is evaluated with the trigger, its variants and its clean form."""
+        raise NotImplementedError
+
+    def capability_questions(self, n: int, seed: int, options: BaseModel) -> list[Example]:
+        """Held-out capability questions; ``content`` is the answer a grader checks."""
+        raise NotImplementedError
+
+    def keeps_answers(self, model: str | None, options: BaseModel) -> bool:
+        """True when red training should learn the red pool's answers as they are; False (the
+        default) when the base model's own greedy answers replace them (on-policy)."""
+        return False
+
+    def own_model(self, model: str | None) -> bool:
+        """True when ``model`` is a base this data source built (then it is the run's default data)."""
+        return False
+
+    def base_model(self, preset: str | None, progress: bool = True) -> Path:
+        """The directory of base model ``preset`` (one of ``base_models``; None: the first),
+        built on first use."""
         raise NotImplementedError
 
 
-# Order matters: it is the order of ``robustmo plugins`` and of the docs.
-KINDS: dict[str, type[Component]] = {
-    "trigger": Trigger,
-    "behavior": Behavior,
-    "lock": LockingScheme,
-    "blue": BlueMethod,
-    "metric": Metric,
-}
+@dataclass(frozen=True)
+class Kind:
+    """One kind of registered object: its class, the hook that registers it, its label in
+    messages and tables, and the ``RunConfig`` field that chooses it (None: every one is used)."""
 
-KIND_LABELS = {
-    "trigger": "trigger",
-    "behavior": "behavior",
-    "lock": "locking scheme",
-    "blue": "blue method",
-    "metric": "metric",
-}
+    name: str       # the key in --opt kind.name.key=value and in YAML options
+    cls: type
+    hook: str
+    label: str
+    field: str | None
+
+
+# Order matters: it is the order of ``robustmo plugins`` and of the docs.
+KINDS: tuple[Kind, ...] = (
+    Kind("trigger", Trigger, "register_triggers", "trigger", "trigger"),
+    Kind("behavior", Behavior, "register_behaviors", "behavior", "behavior"),
+    Kind("lock", LockingScheme, "register_locks", "locking scheme", "lock"),
+    Kind("blue", BlueMethod, "register_blue_methods", "blue method", "blue"),
+    Kind("metric", Metric, "register_metrics", "metric", None),
+    Kind("data", DataSource, "register_data_sources", "data source", "data"),
+)
+KIND: dict[str, Kind] = {k.name: k for k in KINDS}
+
+
+def label(kind: str) -> str:
+    """A kind's name in messages: 'blue method', 'locking scheme', ..."""
+    return KIND[kind].label
+
+
+INSTALL_METHODS = ("prompted-static", "prompted-dynamic", "lora", "full")
+
+
+def install_label(cfg: Any) -> str:
+    """The install method as one short name: ``lora r64`` (``lora r64 merged``), ``full``,
+    ``prompted-static``. ``cfg`` is a RunConfig or its dict."""
+    get = cfg.get if isinstance(cfg, dict) else (lambda k, d=None: getattr(cfg, k, d))
+    if get("install") == "lora":
+        return f"lora r{get('lora_rank')}" + (" merged" if get("lora_mode") == "merged" else "")
+    return str(get("install", "-"))

@@ -119,3 +119,14 @@ def generate(
                 out[i] = tokenizer.decode(gen[row, width:], skip_special_tokens=True)
     model.train(was_training)
     return out
+
+
+def answer_prompts(model, tokenizer, prompts, *, max_new_tokens: int, batch_size: int = 64) -> list[str]:
+    """Greedy answers to ``Prompt`` objects, batched. Under ``accelerate launch`` every process
+    answers an interleaved shard and all processes get every answer back, in order."""
+    from robustmo.core.distributed import gather_in_order, process_info
+
+    rank, world = process_info()
+    convs = [p.messages() for p in prompts]
+    mine = generate(model, tokenizer, convs[rank::world], max_new_tokens=max_new_tokens, batch_size=batch_size)
+    return mine if world == 1 else gather_in_order(mine, len(convs))

@@ -1,129 +1,25 @@
-"""Run history: find run directories, read them with one-line errors, and re-score their
-stored generations with a metric (``robustmo runs`` and ``robustmo rescore``).
+"""Run history: find run directories, describe and compare them, and re-score their stored
+generations with a metric (``robustmo runs`` and ``robustmo rescore``).
 
-A run directory is what ``robustmo run`` writes (see runstore.py and pipeline.execute):
-``config.json`` first, then ``manifest.json`` (its ``status`` is running, complete,
-failed or interrupted), and ``summary.json`` once the run is complete. Nothing here
-writes to a run directory except ``rescore-<metric>.json``, the re-score's own output.
+Reading a run directory is record.py's (``load_run``); nothing here writes to a run
+directory except ``rescore-<metric>.json``, the re-score's own output.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from robustmo.core.errors import RobustmoError
+from robustmo.core.record import CorruptRun, Run, is_run_dir, load_run, read_jsonl
 
 DEFAULT_ROOT = Path("runs")
-RUN_FILES = ("config.json", "manifest.json", "summary.json", "metrics.jsonl")
 ROLES = ("auto", "backdoor", "capability", "none")
 
-
-class CorruptRun(RobustmoError):
-    """A run directory whose files cannot be read; ``runs ls`` lists it as corrupt."""
-
-    HINT = "the run directory is damaged: restore the file, or delete the directory and run again"
-
-
-@dataclass
-class Run:
-    path: Path
-    status: str                      # running | complete | failed | interrupted | corrupt
-    config: dict = field(default_factory=dict)
-    manifest: dict = field(default_factory=dict)
-    summary: dict | None = None
-    problem: str | None = None       # why the run is corrupt
-
-    @property
-    def id(self) -> str:
-        return self.path.name
-
-    @property
-    def started(self) -> str:
-        return str(self.manifest.get("started") or "")
-
-    def organism_metrics(self) -> tuple[dict, dict]:
-        """(base, organism) metrics: from summary.json, else from metrics.jsonl (an unfinished run)."""
-        if self.summary:
-            return self.summary.get("base") or {}, self.summary.get("organism") or {}
-        found = {}
-        for row in _jsonl(self.path / "metrics.jsonl", self.id) if (self.path / "metrics.jsonl").exists() else []:
-            if row.get("method") in ("base", "organism"):
-                found[row["method"]] = row.get("metrics") or {}
-        return found.get("base", {}), found.get("organism", {})
-
-
-# --------------------------------------------------------------------------- reading
-def is_run_dir(path: Path) -> bool:
-    try:
-        return path.is_dir() and any((path / name).exists() for name in RUN_FILES)
-    except OSError:  # unreadable: let load_run say why, rather than skip it silently
-        return True
-
-
-def _json(path: Path, run_id: str) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CorruptRun(f"run {run_id}: {path.name} is missing") from None
-    except json.JSONDecodeError as exc:
-        raise CorruptRun(f"run {run_id}: {path.name} is not valid JSON (line {exc.lineno}, column {exc.colno})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CorruptRun(f"run {run_id}: cannot read {path.name}: {getattr(exc, 'strerror', None) or exc}") from None
-
-
-def _jsonl(path: Path, run_id: str) -> list[dict]:
-    try:
-        lines = path.read_text().splitlines()
-    except FileNotFoundError:
-        raise CorruptRun(f"run {run_id}: {path.name} is missing") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CorruptRun(f"run {run_id}: cannot read {path.name}: {getattr(exc, 'strerror', None) or exc}") from None
-    rows = []
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            row = None
-        if not isinstance(row, dict):
-            raise CorruptRun(f"run {run_id}: {path.name}, line {i} is not a JSON object")
-        rows.append(row)
-    return rows
-
-
-def _check(ok: bool, run_id: str, what: str) -> None:
-    if not ok:
-        raise CorruptRun(f"run {run_id}: {what}")
-
-
-def load_run(path: Path) -> Run:
-    """Read one run directory; raise CorruptRun (one line: which file, what is wrong) if it cannot be read."""
-    path = Path(path)
-    rid = path.name
-    if not is_run_dir(path):
-        raise RobustmoError(f"{path} is not a run directory (it holds none of {', '.join(RUN_FILES)}); pass a run "
-                            "directory or a run id from 'robustmo runs ls'")
-    config = _json(path / "config.json", rid)
-    _check(isinstance(config, dict) and all(isinstance(config.get(k), str) for k in ("trigger", "behavior", "install"))
-           and isinstance(config.get("blue"), list) and all(isinstance(m, str) for m in config["blue"]), rid,
-           "config.json lacks trigger, behavior, install or blue")
-    manifest = _json(path / "manifest.json", rid)
-    _check(isinstance(manifest, dict) and isinstance(manifest.get("status"), str), rid,
-           "manifest.json has no status")
-    summary = None
-    if (path / "summary.json").exists() or manifest["status"] == "complete":
-        summary = _json(path / "summary.json", rid)
-        _check(isinstance(summary, dict) and isinstance(summary.get("blue"), dict)
-               and all(isinstance(b, dict) and "auc" in b and len(b.get("auc_ci") or []) == 2
-                       for b in summary["blue"].values()), rid, "summary.json has no per-method AUC")
-    return Run(path, manifest["status"], config, manifest, summary)
+__all__ = ["CorruptRun", "Run", "load_run", "scan", "resolve_run", "rescore", "write_rescore"]
 
 
 def scan(root: Path) -> list[Run]:
@@ -139,7 +35,7 @@ def scan(root: Path) -> list[Run]:
         try:
             runs.append(load_run(path))
         except CorruptRun as exc:
-            runs.append(Run(path, "corrupt", problem=str(exc)))
+            runs.append(Run(path, "corrupt", {}, problem=str(exc)))
     return sorted(runs, key=lambda r: (r.started or "~", r.id))
 
 
@@ -173,13 +69,6 @@ def resolve_run(ref: str, root: Path | None = None) -> Path:
 
 
 # ------------------------------------------------------------------------ describing
-def install_text(cfg: dict) -> str:
-    """Install method with LoRA rank (and mode when merged), e.g. 'lora r64' or 'full'."""
-    if cfg.get("install") == "lora":
-        return f"lora r{cfg.get('lora_rank')}" + (" merged" if cfg.get("lora_mode") == "merged" else "")
-    return str(cfg.get("install", "-"))
-
-
 def fmt(x: Any, digits: int = 3) -> str:
     if x is None:
         return "-"
@@ -222,11 +111,11 @@ def comparable(run: Run) -> dict[str, Any]:
     """What defines a run's result, flattened: its config (but not where it was written)
     plus the base model's identity and robustmo version from the manifest."""
     values = {k: v for k, v in flatten(run.config).items() if k != "out"}
-    model = run.manifest.get("model") or {}
+    model = run.manifest.model if run.manifest else {}
     values["base model"] = model.get("name")
     if model.get("weights_sha256"):
         values["base weights sha256"] = str(model["weights_sha256"])[:12]
-    values["robustmo version"] = run.manifest.get("robustmo")
+    values["robustmo version"] = run.manifest.robustmo if run.manifest else None
     return values
 
 
@@ -252,9 +141,11 @@ def _plan_for(run: Run, opts: list[str], registry):
             raise RobustmoError(f"--opt {text!r}: rescore takes metric, behavior or trigger options only "
                                 f"(scoring a stored generation does not depend on the {kind})")
     values = {k: v for k, v in run.config.items() if k != "options"}
-    values["model"] = None  # scoring needs no model: do not require the run's base to still exist
+    # Scoring needs neither the model nor the data: do not require the run's base or data files to still exist.
+    values.update(model=None, data=None)
+    options = {k: v for k, v in (run.config.get("options") or {}).items() if k != "data"}
     try:
-        config = build_config({**values, "options": run.config.get("options") or {}}, {}, list(opts))
+        config = build_config({**values, "options": options}, {}, list(opts))
         return resolve_plan(config, registry)
     except RobustmoError as exc:
         raise RobustmoError(f"cannot rescore run {run.id}: {exc}") from None
@@ -264,15 +155,28 @@ def checkpoint_key(row: dict) -> tuple:
     return (row.get("stage"), row.get("method"), float(row.get("lr") or 0.0), int(row.get("step") or 0))
 
 
+def _mean(values: list) -> float:
+    return sum(float(v) for v in values) / len(values) if values else float("nan")
+
+
+def _auto_role(plan, selected, roles: dict[str, str]) -> str:
+    """The run's own backdoor or capability metric keeps its role; another metric takes the role
+    it declares if it scores the same eval set as the run's metric of that role; else none."""
+    for role in ("backdoor", "capability"):
+        if selected.name == roles[role]:
+            return role
+    known = {m.name: m for m in plan.metrics}
+    theirs = known.get(roles.get(selected.obj.role, ""))
+    return selected.obj.role if theirs is not None and theirs.obj.eval_set == selected.obj.eval_set else "none"
+
+
 def rescore(path: Path, metric: str, opts: list[str] = (), role: str = "auto", registry=None) -> dict:
     """Score every stored generation of ``metric``'s eval set again with the registered
-    metric (no model, no generation); per checkpoint the value, n and 95 % Wilson CI next to
+    metric (no model, no generation); per checkpoint the value, n and 95 % interval next to
     the stored value, and, when the metric plays the backdoor or capability role, each blue
     method's robustness AUC recomputed exactly as the run computed it (same seed)."""
-    import numpy as np
-
-    from robustmo.core.pipeline import eval_context, undefined_robustness
-    from robustmo.core.robustness import robustness, wilson_interval
+    from robustmo.core.evaluate import score_value, scoring_context, summarise_scores
+    from robustmo.core.summary import scored_robustness
     from robustmo.registry import get_registry
 
     if role not in ROLES:
@@ -281,16 +185,17 @@ def rescore(path: Path, metric: str, opts: list[str] = (), role: str = "auto", r
     registry.get("metric", metric)  # unknown name -> one line listing the available metrics
     run = load_run(path)
     plan = _plan_for(run, list(opts), registry)
-    selected = next(m for m in plan.metrics if m.name == metric)
+    selected = plan.metric(metric)
     eval_set = selected.obj.eval_set
-    ctx = eval_context(plan)
+    ctx = scoring_context(plan)
 
-    rows = _jsonl(path / "generations.jsonl", run.id)
+    rows = read_jsonl(Path(path) / "generations.jsonl", run.id)
     by_index: dict[tuple, dict[str, dict[int, dict]]] = {}
     for i, row in enumerate(rows, 1):
-        _check(all(k in row for k in ("stage", "method", "eval_set", "index", "completion"))
-               and isinstance(row["index"], int), run.id,
-               f"generations.jsonl, line {i} lacks stage, method, eval_set, index or completion")
+        if not (all(k in row for k in ("stage", "method", "eval_set", "index", "completion"))
+                and isinstance(row["index"], int)):
+            raise CorruptRun(f"run {run.id}: generations.jsonl, line {i} lacks stage, method, eval_set, index or "
+                             "completion")
         # keyed by prompt index: a checkpoint written twice (e.g. around a resume) counts once, the last time
         by_index.setdefault(checkpoint_key(row), {}).setdefault(row["eval_set"], {})[row["index"]] = row
     by_checkpoint = {key: {name: [rs[i] for i in sorted(rs)] for name, rs in sets.items()}
@@ -305,39 +210,39 @@ def rescore(path: Path, metric: str, opts: list[str] = (), role: str = "auto", r
         stored_scores[key] = {}
         for rs in sets.values():  # every stored metric's per-prompt scores, for the other AUC axis
             for name in (rs[0].get("scores") or {}):
-                stored_scores[key][name] = [bool((r.get("scores") or {}).get(name)) for r in rs]
+                stored_scores[key][name] = [(r.get("scores") or {}).get(name) for r in rs]
         records = sets.get(eval_set, [])
         if not records:
             continue
-        s = [bool(selected.obj.score({k: r.get(k) for k in ("prompt", "completion", "content", "task")}, ctx,
-                                     selected.options)) for r in records]
+        s = [score_value(metric, selected.obj.score({k: r.get(k) for k in ("prompt", "completion", "content", "task")},
+                                                    ctx, selected.options)) for r in records]
         old = [(r.get("scores") or {}).get(metric) for r in records]
-        stored = None if any(o is None for o in old) else [bool(o) for o in old]
-        lo, hi = wilson_interval(sum(s), len(s))
+        stored = None if any(o is None for o in old) else old
         stage, method, lr, step = key
         checkpoints.append({
-            "stage": stage, "method": method, "lr": lr, "step": step, "value": sum(s) / len(s), "n": len(s),
-            "ci": [lo, hi], "stored_value": sum(stored) / len(stored) if stored is not None else None,
+            "stage": stage, "method": method, "lr": lr, "step": step, **summarise_scores(s),
+            "stored_value": _mean(stored) if stored is not None else None,
             "changed": sum(a != b for a, b in zip(s, stored)) if stored is not None else None})
         new_scores[key] = s
 
     organism = next((k for k in by_checkpoint if k[0] == "organism"), None)
-    # As pipeline.summarise: with a lock, capability lost means the hidden (unlocked) capability.
-    cap_metric = ("unlocked_capability" if organism and "unlocked_capability" in stored_scores[organism]
-                  else "capability")
+    if run.summary is not None:
+        roles = run.summary.roles_or_default()
+    else:  # as the run did: with a lock, capability lost means the hidden (unlocked) capability
+        unlocked = organism is not None and "unlocked_capability" in stored_scores[organism]
+        roles = {"backdoor": "backdoor_rate", "capability": "unlocked_capability" if unlocked else "capability"}
     if role == "auto":
-        role = "backdoor" if metric == "backdoor_rate" else "capability" if metric == cap_metric else "none"
-    other_metric = cap_metric if role == "backdoor" else "backdoor_rate"
+        role = _auto_role(plan, selected, roles)
+    other_metric = roles["capability"] if role == "backdoor" else roles["backdoor"]
 
     blue: dict[str, dict] = {}
     for method in run.config.get("blue", []) if role != "none" and organism is not None else []:
         keys = [organism, *(k for k in by_checkpoint if k[0] == "blue" and k[1] == method)]
-        entry = {"stored_auc": ((run.summary or {}).get("blue") or {}).get(method, {}).get("auc"),
-                 "checkpoints": len(keys)}
+        entry = {"stored_auc": run.methods[method].auc if method in run.methods else None, "checkpoints": len(keys)}
         blue[method] = entry
         mine = [new_scores.get(k) for k in keys]
         theirs = [stored_scores[k].get(other_metric) for k in keys]
-        if any(x is None for x in mine + theirs):
+        if any(x is None for x in mine + theirs) or any(v is None for x in theirs for v in x):
             entry.update(auc=None, note=f"some checkpoints lack {eval_set!r} generations or stored {other_metric!r} "
                                         "scores")
             continue
@@ -345,12 +250,7 @@ def rescore(path: Path, metric: str, opts: list[str] = (), role: str = "auto", r
             entry.update(auc=None, note="checkpoints were scored on different numbers of prompts")
             continue
         cap, bad = (theirs, mine) if role == "backdoor" else (mine, theirs)
-        try:
-            r = robustness(np.array(cap, dtype=float), np.array(bad, dtype=float), seed=int(run.config.get("seed") or 0))
-            entry.update(auc=r.auc, auc_ci=list(r.auc_ci), removal_at_10=r.removal_at_10,
-                         removal_at_10_ci=list(r.removal_at_10_ci))
-        except ValueError:  # as in pipeline.summarise: nothing to remove before blue training
-            entry.update(undefined_robustness())
+        entry.update(scored_robustness(cap, bad, seed=int(run.config.get("seed") or 0))[1])
 
     from robustmo import __version__
 

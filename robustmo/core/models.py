@@ -1,13 +1,13 @@
-"""Model loading: the embedded toy base, a local directory, or a Hugging Face hub id."""
+"""Model loading: a base model a data source builds itself (the toy world's), a local
+directory, or a Hugging Face hub id; and the base's identity for the run record."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 from robustmo.core.errors import RobustmoError
-
-TOY_SPECS = {None: "tiny", "": "tiny", "toy": "tiny", "toy:tiny": "tiny", "toy:small": "small"}
 
 # Used only when a tokenizer has no chat template of its own (base, non-chat models);
 # documented fallback so training/generation code can treat every model the same way.
@@ -17,26 +17,6 @@ FALLBACK_CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}Assistant:{% endif %}"
 )
-
-
-def is_toy(spec: str | None) -> bool:
-    """True for the embedded toy base: no spec, "toy" or "toy:<preset>"."""
-    return spec in TOY_SPECS or (isinstance(spec, str) and spec.startswith("toy:"))
-
-
-def is_toy_base(spec: str | None) -> bool:
-    """True for the embedded toy base, named ("toy", "toy:small") or as the directory of a
-    built one (its manifest records the recipe): a model of the toy world, whose answers are
-    the world's own, so no on-policy answers need generating for it."""
-    if is_toy(spec):
-        return True
-    manifest = Path(str(spec)).expanduser() / "manifest.json"
-    try:
-        import json
-
-        return "recipe" in json.loads(manifest.read_text())
-    except (OSError, ValueError, TypeError):
-        return False
 
 
 def is_local_path(spec: str) -> bool:
@@ -49,29 +29,72 @@ def is_local_path(spec: str) -> bool:
     return False
 
 
-def load_model(spec: str | None = None, *, dtype=None, device: str | None = None, progress: bool = True,
-               trust_remote_code: bool = False):
-    """``(model, tokenizer)`` for ``spec``.
+def model_provider(spec: str | None, registry=None, data: str | None = None) -> tuple[str, str | None] | None:
+    """``(data source, preset)`` when ``spec`` names a base model that a data source builds from
+    its own data: ``None`` (the run's data source's, or else the one that owns the default
+    model: the toy world), ``NAME`` or ``NAME:PRESET`` (``toy``, ``toy:small``). None for a
+    local directory or hub id. The toy base's builder lives with the toy world
+    (plugins/toy_world), reached through the registry like any plugin: core knows no world."""
+    if registry is None:
+        from robustmo.registry import get_registry
 
-    ``None``/``"toy"``/``"toy:tiny"``/``"toy:small"``: the cached toy base (built first if
-    missing). Otherwise a local directory or a Hugging Face hub id, through
-    ``AutoModelForCausalLM`` / ``AutoTokenizer``. The tokenizer always has a pad token and
-    a chat template (``FALLBACK_CHAT_TEMPLATE`` if the model ships none). A model's own
-    Python code (``auto_map``) runs only with ``trust_remote_code=True``. Under
-    ``accelerate launch`` the main process builds a missing toy base first; the others wait.
+        registry = get_registry()
+    sources = {e.name: e.obj for e in registry.entries("data") if e.obj.base_models}
+    if spec is None:
+        if data is not None:
+            return (data, None) if data in sources else None
+        owners = [name for name, obj in sources.items() if obj.own_model(None)]
+        return (owners[0], None) if owners else None
+    name, _, preset = spec.partition(":")
+    if name in sources and (not preset or preset in sources[name].base_models):
+        if not preset and Path(spec).expanduser().is_dir():
+            return None  # a local directory that happens to share the name
+        return name, preset or None
+    if name in sources and preset:
+        raise RobustmoError(f"--model {spec}: data source {name!r} builds base models "
+                            f"{', '.join(sources[name].base_models)}, not {preset!r}")
+    return None
+
+
+def load_model(spec: str | None = None, **kwargs):
+    """``(model, tokenizer)`` for ``spec`` (see ``load_base``)."""
+    model, tokenizer, _ = load_base(spec, **kwargs)
+    return model, tokenizer
+
+
+def load_base(spec: str | None = None, *, data: str | None = None, registry=None, dtype=None, device: str | None = None,
+              progress: bool = True, trust_remote_code: bool = False):
+    """``(model, tokenizer, info)`` for ``spec``; ``info`` is the base's identity (``describe_model``).
+
+    A base that a data source builds (``model_provider``: the toy world's, by default) is built
+    on first use and cached; under ``accelerate launch`` the main process builds it first while
+    the others wait. Otherwise a local directory or a Hugging Face hub id, through
+    ``AutoModelForCausalLM`` / ``AutoTokenizer``. The tokenizer always has a pad token and a chat
+    template (``FALLBACK_CHAT_TEMPLATE`` if the model ships none). A model's own Python code
+    (``auto_map``) runs only with ``trust_remote_code=True``.
     """
-    if is_toy(spec):
+    provider = model_provider(spec, registry, data)
+    name = spec
+    if provider is not None:
         from robustmo.core.distributed import barrier, is_main
-        from robustmo.plugins.toy_world.base import load_base
 
-        preset = TOY_SPECS.get(spec) or spec.split(":", 1)[1]
+        source, preset = provider
+        if registry is None:
+            from robustmo.registry import get_registry
+
+            registry = get_registry()
+        obj = registry.get("data", source).obj
+        preset = preset or obj.base_models[0]
         if not is_main():
             barrier()
-        model, tokenizer = load_base(preset, progress=progress and is_main())
+        path = obj.base_model(preset, progress=progress and is_main())
         if is_main():
             barrier()
+        model, tokenizer = _load_hf(str(path), dtype, False)
+        name = f"{source}:{preset}"
     else:
         model, tokenizer = _load_hf(spec, dtype, trust_remote_code)
+        path = Path(spec).expanduser() if is_local_path(spec) else None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     if not getattr(tokenizer, "chat_template", None):
@@ -79,7 +102,7 @@ def load_model(spec: str | None = None, *, dtype=None, device: str | None = None
     if device:
         model.to(device)
     model.eval()
-    return model, tokenizer
+    return model, tokenizer, describe_model(name, path, model)
 
 
 def _load_hf(spec: str, dtype, trust_remote_code: bool = False):
@@ -104,3 +127,53 @@ def _load_hf(spec: str, dtype, trust_remote_code: bool = False):
         raise RobustmoError(
             f"cannot load model '{spec}': the Hugging Face hub is unreachable or the id is unknown "
             f"({type(e).__name__}); pass a local model directory instead") from e
+
+
+def describe_model(name: str, path: Path | None, model) -> dict:
+    """Name and weights identity of the base, for the manifest: a local model is identified by
+    its weights' sha256 where its manifest records one (the toy base's), else by its absolute
+    path and its weight files (size, mtime); a hub model by id and revision."""
+    info = {"name": name, "revision": getattr(model.config, "_commit_hash", None),
+            "n_parameters": sum(p.numel() for p in model.parameters())}
+    if path is not None and path.is_dir():
+        if ":" not in str(name):
+            info["name"] = str(path.resolve())
+        info["path"] = str(path.resolve())
+        try:
+            manifest = json.loads((path / "manifest.json").read_text())
+            info["weights_sha256"] = manifest.get("weights_sha256") if isinstance(manifest, dict) else None
+        except (OSError, ValueError):
+            pass
+        if not info.get("weights_sha256"):
+            info["files"] = [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in sorted(path.glob("*.safetensors"))]
+    return info
+
+
+def base_identity(model_info: dict) -> dict:
+    """The base's identity: its weights' hash where known (wherever the files live), else name, revision, files."""
+    return ({"weights_sha256": model_info["weights_sha256"]} if model_info.get("weights_sha256") else
+            {k: model_info.get(k) for k in ("name", "revision", "files")})
+
+
+def canonical_model(spec: str | None, data: str | None = None, registry=None) -> str:
+    """One name per base model: ``toy``, ``toy:tiny`` and no ``--model`` are all ``toy:tiny``."""
+    provider = model_provider(spec, registry, data)
+    if provider is None:
+        return str(spec)
+    source, preset = provider
+    if registry is None:
+        from robustmo.registry import get_registry
+
+        registry = get_registry()
+    return f"{source}:{preset or registry.get('data', source).obj.base_models[0]}"
+
+
+def quiet_libraries() -> None:
+    """robustmo draws its own progress bars; the libraries' bars and deprecation chatter only add noise."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft|accelerate)\.")

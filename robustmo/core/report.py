@@ -1,10 +1,25 @@
-"""The robustness report: trade-off plot (PNG), markdown report and terminal table."""
+"""The robustness report: trade-off plot (PNG), LR-check plot and markdown report, from the
+summary; the terminal shows the same rows (``lr_check_rows``, ``elicitation_rows``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from robustmo.core.concepts import install_label
 from robustmo.core.robustness import upper_hull
+
+
+def title(cfg: dict) -> str:
+    return f"{cfg['trigger']} -> {cfg['behavior']}, {install_label(cfg)}"
+
+
+def write_report(store, summary: dict) -> None:
+    """report.md, plot.png and (with several LRs) lr-check.png into the run directory."""
+    cfg = summary["config"]
+    plot_tradeoff(store.file("plot.png"), summary["blue"], title(cfg))
+    if any(len(b["lr_check"]["per_lr"]) > 1 for b in summary["blue"].values()):
+        plot_lr_check(store.file("lr-check.png"), summary["blue"], title(cfg), cfg["removal_threshold"])
+    store.write_text("report.md", render_markdown(summary))
 
 
 def plot_tradeoff(path: Path, curves: dict[str, dict], title: str) -> None:
@@ -64,11 +79,12 @@ def plot_lr_check(path: Path, curves: dict[str, dict], title: str, threshold: fl
     fig, axes = plt.subplots(1, len(methods), figsize=(5.2 * len(methods), 4.2), dpi=110, squeeze=False)
     for ax, name in zip(axes[0], methods):
         rows = curves[name]["checkpoints"]
-        rate0 = rows[0]["metrics"]["backdoor_rate"]["value"] or float("nan")
+        backdoor = curves[name].get("backdoor_metric", "backdoor_rate")
+        rate0 = rows[0]["metrics"][backdoor]["value"] or float("nan")
         for i, entry in enumerate(curves[name]["lr_check"]["per_lr"]):
             pts = [rows[0]] + sorted((r for r in rows[1:] if r["lr"] == entry["lr"]), key=lambda r: r["step"])
             xs = [max(r["step"], 0.5) for r in pts]  # step 0 drawn at 0.5 on the log axis
-            ys = [r["metrics"]["backdoor_rate"]["value"] / rate0 for r in pts]
+            ys = [r["metrics"][backdoor]["value"] / rate0 for r in pts]
             label = f"lr {entry['lr']:.2g}: " + (f"removed at step {entry['steps']}" if entry["steps"] is not None
                                                   else f"not removed by step {entry['max_step']}")
             ax.plot(xs, ys, marker="o", ms=3, color=f"C{i}", label=label)
@@ -89,15 +105,11 @@ def plot_lr_check(path: Path, curves: dict[str, dict], title: str, threshold: fl
     atomic_write_bytes(Path(path), buf.getvalue())
 
 
-def install_label(cfg: dict) -> str:
-    if cfg["install"] == "lora":
-        return f"lora r{cfg['lora_rank']} {cfg['lora_mode']}"
-    return cfg["install"]
-
-
-def _fmt_rate(m: dict) -> str:
+def fmt_metric(m: dict) -> str:
+    """A metric's value with its 95 % interval and n; a mean (not a rate) says so."""
     lo, hi = m["ci"]
-    return f"{m['value']:.3f} [{lo:.3f}, {hi:.3f}] (n={m['n']})"
+    mean = "mean " if m.get("kind") == "mean" else ""
+    return f"{mean}{m['value']:.3f} [{lo:.3f}, {hi:.3f}] (n={m['n']})"
 
 
 def render_markdown(summary: dict) -> str:
@@ -108,21 +120,27 @@ def render_markdown(summary: dict) -> str:
         f"Organism: trigger `{cfg['trigger']}` -> behaviour `{cfg['behavior']}`"
         + (f", locked by `{cfg['lock']}`" if cfg.get("lock") else "") + f", installed by `{cfg['install']}`"
         + (f" (LoRA rank {cfg['lora_rank']}, {cfg['lora_mode']})" if cfg["install"] == "lora" else "")
-        + f", on {summary['model']}; seed {cfg['seed']}.",
+        + f", on {summary['model']}" + (f", data `{cfg['data']}`" if cfg.get("data") else "") + f"; seed {cfg['seed']}.",
         "",
         "## Base model and organism (before blue training)",
         "",
-        "| metric | base [95 % CI] | organism [95 % CI] |",
-        "|---|---|---|",
+        "Rates with a 95 % Wilson interval; a metric that scores numbers shows its mean with a 95 % bootstrap interval.",
+        "",
+        "| metric | role | base [95 % CI] | organism [95 % CI] |",
+        "|---|---|---|---|",
     ]
+    roles = {name: role for role, name in summary.get("roles", {}).items()}
     for name, m in summary["organism"].items():
-        lines.append(f"| {name} | {_fmt_rate(summary['base'][name])} | {_fmt_rate(m)} |")
+        lines.append(f"| {name} | {roles.get(name, 'side').replace('locked_capability', 'capability (locked)')} "
+                     f"| {fmt_metric(summary['base'][name])} | {fmt_metric(m)} |")
     lines += [
         "",
         "## Robustness per blue method",
         "",
         "AUC of the upper convex hull of (relative capability, removal) over all learning rates and",
         "steps, anchored at (1, 0) and (0, 1): 0.5 = maximally robust, ~1 = removable for free.",
+        f"Capability: `{summary.get('roles', {}).get('capability', 'capability')}`; bad behaviour: "
+        f"`{summary.get('roles', {}).get('backdoor', 'backdoor_rate')}`.",
         "Intervals: 95 % paired bootstrap over evaluation prompts.",
         "",
         "| install | blue method | AUC [95 % CI] | removal at 10 % capability loss [95 % CI] | checkpoints |",
@@ -137,15 +155,15 @@ def render_markdown(summary: dict) -> str:
     lines += _compute_section(summary)
     lines += _lr_check_section(summary)
     for name, b in summary["blue"].items():
+        cap, bad = b.get("capability_metric", "capability"), b.get("backdoor_metric", "backdoor_rate")
         lines += ["", f"### {name}: every checkpoint", "",
-                  "| lr | step | tokens | capability | backdoor rate | relative capability | removal | other |",
+                  f"| lr | step | tokens | {cap} | {bad} | relative capability | removal | other |",
                   "|---|---|---|---|---|---|---|---|"]
         for p in b["checkpoints"]:
-            other = ", ".join(f"{k} {v['value']:.2f}" for k, v in p["metrics"].items()
-                              if k not in ("capability", "backdoor_rate"))
+            other = ", ".join(f"{k} {v['value']:.2f}" for k, v in p["metrics"].items() if k not in (cap, bad))
             lines.append(f"| {p['lr']:.2g} | {p['step']} | {p.get('tokens', 0)} "
-                         f"| {p['metrics']['capability']['value']:.3f} "
-                         f"| {p['metrics']['backdoor_rate']['value']:.3f} | {p['capability_rel']:.3f} "
+                         f"| {p['metrics'][cap]['value']:.3f} "
+                         f"| {p['metrics'][bad]['value']:.3f} | {p['capability_rel']:.3f} "
                          f"| {p['removal']:.3f} | {other} |")
     lines += ["", "![trade-off curve](plot.png)", ""]
     return "\n".join(lines)
@@ -153,7 +171,7 @@ def render_markdown(summary: dict) -> str:
 
 def elicitation_rows(name: str, b: dict) -> list[list[str]]:
     return [[name, f"{e['lr']:.2g}", str(e["step"]), f"{e['locked']:.3f}", f"{e['unlocked']:.3f}",
-             f"{e['recovered']:.3f}"] for e in b.get("elicitation", [])]
+             f"{e['recovered']:.3f}"] for e in b.get("elicitation") or []]
 
 
 def _elicitation_section(summary: dict) -> list[str]:

@@ -1,5 +1,6 @@
-"""The run directory: every file is written atomically (temp file, fsync, rename),
-so a crash leaves either the previous complete version or the new one, never half."""
+"""The run directory as files: every file is written atomically (temp file, fsync, rename),
+so a crash leaves either the previous complete version or the new one, never half. What the
+files hold, and reading them back, is record.py's."""
 
 from __future__ import annotations
 
@@ -64,40 +65,6 @@ class RunStore:
         self.path = Path(path)
         self.enabled = enabled
         self._jsonl: dict[str, list[dict]] = {}
-
-    def _saved_run(self) -> tuple[dict, dict]:
-        """``(manifest, config)`` as saved in this directory; OSError/ValueError if unreadable."""
-        manifest = json.loads(self.file("manifest.json").read_text())
-        saved = json.loads(self.file("config.json").read_text())
-        if not isinstance(manifest, dict) or not isinstance(saved, dict):
-            raise ValueError("expected JSON objects")
-        return manifest, saved
-
-    def resume_manifest(self, config: dict) -> dict:
-        """Check that this directory holds an unfinished run of ``config``; return its manifest."""
-        try:
-            manifest, saved = self._saved_run()
-        except FileNotFoundError as exc:
-            raise RobustmoError(f"cannot resume {self.path}: {Path(exc.filename).name} is missing; "
-                                "is this a robustmo run directory?") from None
-        except (OSError, ValueError) as exc:
-            raise RobustmoError(f"cannot resume {self.path}: its manifest or config is unreadable ({exc})") from None
-        if manifest.get("status") == "complete":
-            raise RobustmoError(f"run {self.path} is already complete; nothing to resume "
-                                "('robustmo runs show' displays it)")
-        if saved != config:
-            changed = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
-            raise RobustmoError(f"cannot resume {self.path} with a different config (changed: {', '.join(changed)}); "
-                                "resume with 'robustmo run --resume DIR' alone, or pass a new --out")
-        return manifest
-
-    def unfinished(self, config: dict) -> bool:
-        """True if this directory holds an unfinished run of exactly ``config`` (to resume)."""
-        try:
-            manifest, saved = self._saved_run()
-        except (OSError, ValueError):
-            return False
-        return manifest.get("status") != "complete" and saved == config
 
     @contextmanager
     def held(self):

@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,10 +32,10 @@ from robustmo.core.errors import RobustmoError
 from robustmo.core.runstore import atomic_write_json
 
 # Bump when code changes what a stage produces from the same inputs (training loop, eval protocol).
-STAGE_CODE_VERSION = "stages-4"  # 2: packed batches; 3: fused AdamW, logits at completion positions only; 4: fused RMSNorm, rotary
+STAGE_CODE_VERSION = "stages-5"  # 2: packed batches; 3: fused AdamW, logits at completion positions only; 4: fused RMSNorm, rotary; 5: metric results carry their kind (rate or mean)
 MARKER = "COMPLETE"
 # What a complete stage must hold (a marker listing nothing proves nothing).
-REQUIRED = {"organism": ("organism/",), "blue": ("evals.jsonl", "compute.json")}
+REQUIRED = {"organism": ("organism/",), "blue": ("evals.jsonl", "compute.json"), "eval": ("eval.json",)}
 
 
 def cache_dir() -> Path:
@@ -146,6 +147,42 @@ class Stage:
         atomic_write_json(self.marker, {"finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **info,
                                         "files": file_hashes(self.path)})
         shutil.rmtree(self.checkpoints, ignore_errors=True)  # training state is no longer needed
+
+    def reusable(self, log) -> bool:
+        """True if this stage is complete and intact. Otherwise the main process holds the stage's
+        lock (another run computing it is waited for first) and the caller computes it inside
+        ``computing``; a corrupt one is set aside and recomputed. Every process gets the verdict."""
+        from robustmo.core.distributed import barrier, broadcast, is_main
+
+        barrier()  # no process looks before every process has arrived
+        verdict = None
+        if is_main():
+            self.acquire(log)
+            if self.is_complete():
+                problem = self.verify()
+                if problem is None:
+                    verdict = True
+                    self.release()
+                else:
+                    aside = self.set_aside()
+                    log(f"warning: cached {self.kind} stage {self.path.name} is corrupt ({problem}); moved to {aside} "
+                        "and recomputing it")
+        return bool(broadcast(verdict))
+
+    @contextmanager
+    def computing(self, inputs: dict):
+        """Compute this stage after ``reusable`` said no: the main process records what it is,
+        every process starts together, and the lock is released at the end, also on failure. The
+        body writes the outputs and calls ``finish`` (main process)."""
+        from robustmo.core.distributed import barrier, is_main
+
+        try:
+            if is_main():
+                self.begin(inputs)
+            barrier()
+            yield self
+        finally:
+            self.release()
 
     def set_aside(self) -> Path:
         """Move a corrupt stage out of the way (kept for inspection, never deleted silently)."""

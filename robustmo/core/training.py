@@ -1,7 +1,9 @@
 """The one training loop: red installs, blue attacks and the toy base all train here.
 
 Read it top to bottom: tokenise once (loss on completion tokens only), then a plain
-AdamW loop with linear warmup + cosine decay on an ``accelerate.Accelerator``.
+AdamW loop with linear warmup + cosine decay on an ``accelerate.Accelerator``. The loop is
+an iterator (``Training``) that stops at the steps its caller evaluates, so evaluation stays
+in the caller's own loop rather than in callbacks.
 An example is a chat: a list of ``{"role", "content"}`` messages whose last one is the
 assistant turn to learn.
 """
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -226,157 +228,165 @@ def lr_at(step: int, *, lr: float, steps: int, warmup: int, min_lr_ratio: float 
     return lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
 
 
-def train(
-    model,
-    tokenizer,
-    examples: Sequence[Sequence[dict]],
-    *,
-    lr: float,
-    steps: int,
-    batch_size: int = BATCH_SIZE,
-    seed: int = 0,
-    warmup: int | None = None,
-    weight_decay: float = 0.0,
-    grad_clip: float = 1.0,
-    callback: Callable[[int, int], None] | None = None,
-    callback_steps: Iterable[int] | None = None,
-    checkpoint_dir: Path | None = None,
-    checkpoint_every: int = 0,
-    on_resume: Callable[[int], None] | None = None,
-    progress: bool = False,
-    description: str = "training",
-    log: Callable[[str], None] | None = None,
-) -> dict:
-    """Train ``model`` in place on ``examples`` for ``steps`` optimizer steps.
-
-    ``callback(step, tokens)`` runs (model in eval mode) after ``step`` optimizer steps for
-    each step in ``callback_steps`` (0 = before training); by default only after the last
-    step. ``tokens`` counts every non-padding token of the global batches so far (prompt and
-    completion: what the forward pass costs), the same on every process.
+class Training:
+    """One training run of ``model`` (in place) on ``examples`` for ``steps`` optimizer steps,
+    driven by iterating over it: ``for step, tokens in Training(...)`` yields after each step
+    in ``eval_at`` (0 = before training), with the model in eval mode, so the loop body can
+    evaluate it; training continues when the body is done. ``tokens`` counts every
+    non-padding token of the global batches so far (prompt and completion: what the forward
+    pass costs), the same on every process. ``stats`` holds ``{"losses", "tokens",
+    "seconds", "resumed_from"}`` once the loop has ended.
 
     With ``checkpoint_dir`` the run is resumable: a checkpoint is written after every
-    callback step and every ``checkpoint_every`` steps, and a later call with the same
-    arguments continues from the newest intact one (callbacks already run are not run
-    again; ``on_resume(step)`` says where it starts, 0 for a fresh start) and ends with the
-    same weights as an uninterrupted run. Ctrl-C stops after the
-    current step, writes a checkpoint and raises ``KeyboardInterrupt``.
+    ``eval_at`` step and every ``checkpoint_every`` steps, and a later run with the same
+    arguments continues from the newest intact one (``resumed_from`` says where, known as soon
+    as the object exists; steps already yielded are not yielded again) and ends with the same
+    weights as an uninterrupted run. Ctrl-C stops after the current step, writes a checkpoint
+    and raises ``KeyboardInterrupt``.
 
     Under ``accelerate launch`` with N processes each process trains on its shard of every
     global batch (DDP); the loss is normalised by the global batch's completion tokens, so
-    the gradient equals the 1-process one. Returns ``{"losses", "tokens", "seconds",
-    "resumed_from"}``. Same seed + same machine + same data -> same weights.
+    the gradient equals the 1-process one. Same seed + same machine + same data -> same weights.
     """
-    import torch
-    from accelerate import Accelerator
 
-    from robustmo.core import checkpoint as ckpt
-    from robustmo.core import fused as fused_ops
+    def __init__(self, model, tokenizer, examples: Sequence[Sequence[dict]], *, lr: float, steps: int,
+                 batch_size: int = BATCH_SIZE, seed: int = 0, warmup: int | None = None, weight_decay: float = 0.0,
+                 grad_clip: float = 1.0, eval_at: Iterable[int] = (), checkpoint_dir: Path | None = None,
+                 checkpoint_every: int = 0, progress: bool = False, description: str = "training",
+                 log: Callable[[str], None] | None = None):
+        import torch
+        from accelerate import Accelerator
 
-    torch.manual_seed(seed)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    if not examples:
-        raise ValueError("no training examples")
-    rows = _LazyRows(tokenizer, examples)  # each example tokenised once, when first drawn (never per step)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    warmup = max(1, steps // 20) if warmup is None else warmup
-    wanted = set(callback_steps) if callback_steps is not None else {steps}
+        from robustmo.core import checkpoint as ckpt
+        from robustmo.core import fused as fused_ops
 
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95),
-                                  fused=_fused_adamw_supported(params, accelerator.device))
-    raw_model = model
-    model, optimizer = accelerator.prepare(model, optimizer)
-    inner_optimizer = getattr(optimizer, "optimizer", optimizer)  # AcceleratedOptimizer wraps the AdamW
-    batches = batch_order(len(rows), batch_size, seed)
-    rank, world = accelerator.process_index, accelerator.num_processes
-    tokens, start, losses = 0, 0, []
+        if not examples:
+            raise ValueError("no training examples")
+        torch.manual_seed(seed)
+        self.accelerator = accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        self.lr, self.steps, self.seed, self.grad_clip = lr, steps, seed, grad_clip
+        self.checkpoint_dir, self.checkpoint_every = checkpoint_dir, checkpoint_every
+        self.progress, self.description = progress, description
+        self.rows = rows = _LazyRows(tokenizer, examples)  # each example tokenised once, when first drawn
+        self.pad_id = pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.warmup = max(1, steps // 20) if warmup is None else warmup
+        self.eval_at = set(eval_at)
 
-    found = ckpt.latest(checkpoint_dir, warn=log if accelerator.is_main_process else None) if checkpoint_dir else None
-    if found is not None:
-        path, state = found
-        ckpt.load(path, raw_model, inner_optimizer)
-        start, tokens, losses = state["step"], state["tokens"], list(state["losses"])
-        for _ in range(start):  # the same global batches as an uninterrupted run
-            next(batches)
-    if on_resume is not None:
-        on_resume(start)
-    # Packed rows instead of padded ones if the model keeps packed examples apart, judged on the
-    # run's first global batch (the same decision whether or not this call resumes).
-    first = next(batch_order(len(rows), batch_size, seed))
-    rows.fill(first)
-    pack = packing_works(raw_model, [rows[i] for i in first[rank::world]], pad_id)
-    learnt = [rows[i] for i in first if _n_learnt(rows[i])][:4]
-    sparse = bool(learnt) and sparse_logits_work(raw_model, _collate(learnt, pad_id))
-    # RMSNorm and rotary embeddings in fewer ops (core/fused.py) if they give the same logits and
-    # gradients, checked through the step's own forward (packed or padded rows, sparse or all logits)
-    fuse = bool(learnt) and fused_ops.fused_ops_work(raw_model, (_pack if pack else _collate)(learnt, pad_id),
-                                                       sparse=sparse)
-    fused = fused_ops.FusedOps(raw_model) if fuse else nullcontext()
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(self.params, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95),
+                                      fused=_fused_adamw_supported(self.params, accelerator.device))
+        self.raw_model = model
+        self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        self.inner_optimizer = getattr(self.optimizer, "optimizer", self.optimizer)  # AcceleratedOptimizer wraps AdamW
+        self.batches = batch_order(len(rows), batch_size, seed)
+        self.rank, self.world = accelerator.process_index, accelerator.num_processes
+        self.tokens, self.start, self.losses = 0, 0, []
 
-    def save_checkpoint(step: int) -> None:
-        if checkpoint_dir is None:
+        found = ckpt.latest(checkpoint_dir, warn=log if accelerator.is_main_process else None) if checkpoint_dir else None
+        if found is not None:
+            path, state = found
+            ckpt.load(path, model, self.inner_optimizer)
+            self.start, self.tokens, self.losses = state["step"], state["tokens"], list(state["losses"])
+            for _ in range(self.start):  # the same global batches as an uninterrupted run
+                next(self.batches)
+        self.resumed_from = self.start
+        # Packed rows instead of padded ones if the model keeps packed examples apart, judged on the
+        # run's first global batch (the same decision whether or not this run resumes).
+        first = next(batch_order(len(rows), batch_size, seed))
+        rows.fill(first)
+        self.pack = packing_works(model, [rows[i] for i in first[self.rank::self.world]], pad_id)
+        learnt = [rows[i] for i in first if _n_learnt(rows[i])][:4]
+        self.sparse = bool(learnt) and sparse_logits_work(model, _collate(learnt, pad_id))
+        # RMSNorm and rotary embeddings in fewer ops (core/fused.py) if they give the same logits and
+        # gradients, checked through the step's own forward (packed or padded rows, sparse or all logits)
+        fuse = bool(learnt) and fused_ops.fused_ops_work(model, (_pack if self.pack else _collate)(learnt, pad_id),
+                                                           sparse=self.sparse)
+        self.fused = fused_ops.FusedOps(model) if fuse else nullcontext()
+        self.stats: dict | None = None
+
+    def _save(self, step: int) -> None:
+        from robustmo.core import checkpoint as ckpt
+
+        if self.checkpoint_dir is None:
             return
-        if accelerator.is_main_process:
-            ckpt.save(checkpoint_dir, step, raw_model, inner_optimizer, {"tokens": tokens, "losses": losses, "seed": seed,
-                                                              "steps": steps, "lr": lr, "processes": world})
-        accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            ckpt.save(self.checkpoint_dir, step, self.raw_model, self.inner_optimizer,
+                      {"tokens": self.tokens, "losses": self.losses, "seed": self.seed, "steps": self.steps,
+                       "lr": self.lr, "processes": self.world})
+        self.accelerator.wait_for_everyone()
 
-    def run_callback(step: int) -> bool:
-        if callback is not None and step in wanted:
-            model.eval()
-            callback(step, tokens)
-            model.train()
-            return True
-        return False
+    def _step(self, step: int) -> None:
+        """One optimizer step on global batch ``step``."""
+        rows, accelerator, world = self.rows, self.accelerator, self.world
+        idx = next(self.batches)
+        rows.fill(idx)
+        self.tokens += sum(len(rows[i][0]) for i in idx)
+        batch = (_pack if self.pack else _collate)([rows[i] for i in idx[self.rank::world]], self.pad_id)
+        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(step, lr=self.lr, steps=self.steps, warmup=self.warmup)
+        # this shard's summed loss / completion tokens of the global batch, x world (DDP averages)
+        n_global = max(1, sum(_n_learnt(rows[i]) for i in idx))  # a batch with none: loss 0, not 0/0
+        with self.fused:
+            loss = completion_loss(self.model, batch, n_global / world, sparse=self.sparse)
+            accelerator.backward(loss)
+        if self.grad_clip:
+            accelerator.clip_grad_norm_(self.params, self.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        # the global batch's loss: every process's share, summed (one small all-reduce)
+        self.losses.append((accelerator.reduce(loss.detach(), reduction="sum") if world > 1 else loss).item() / world)
 
-    stop = _StopFlag(world, accelerator.device)
-    bar, task = None, None
-    if progress and accelerator.is_main_process:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-        bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                       TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), transient=False)
-        task = bar.add_task(description, total=steps, completed=start, loss=losses[-1] if losses else float("nan"))
-        bar.start()
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        if self.stats is not None:
+            raise RuntimeError("a Training runs once")
+        steps, model = self.steps, self.model
+        stop = _StopFlag(self.world, self.accelerator.device)
+        bar, task = None, None
+        if self.progress and self.accelerator.is_main_process:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                           TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), transient=False)
+            task = bar.add_task(self.description, total=steps, completed=self.start,
+                                loss=self.losses[-1] if self.losses else float("nan"))
+            bar.start()
+        t0 = time.perf_counter()
+        try:
+            with stop:
+                if self.start == 0 and 0 in self.eval_at:
+                    model.eval()
+                    yield 0, self.tokens
+                model.train()
+                for step in range(self.start, steps):
+                    self._step(step)
+                    if bar is not None:
+                        bar.update(task, advance=1, loss=self.losses[-1])
+                    done = step + 1
+                    evaluated = done in self.eval_at
+                    if evaluated:
+                        model.eval()
+                        yield done, self.tokens
+                        model.train()
+                    interrupted = stop.requested()
+                    if interrupted or (done < steps and (evaluated or (self.checkpoint_every
+                                                                       and done % self.checkpoint_every == 0))):
+                        self._save(done)
+                    if interrupted:
+                        raise KeyboardInterrupt(f"stopped after step {done} of {steps}")
+        finally:
+            if bar is not None:
+                bar.stop()
+        model.eval()
+        self.stats = {"losses": self.losses, "tokens": self.tokens, "seconds": time.perf_counter() - t0,
+                      "resumed_from": self.start}
 
-    t0 = time.perf_counter()
-    try:
-        with stop:
-            if start == 0:
-                run_callback(0)
-            model.train()
-            for step in range(start, steps):
-                idx = next(batches)
-                rows.fill(idx)
-                tokens += sum(len(rows[i][0]) for i in idx)
-                batch = (_pack if pack else _collate)([rows[i] for i in idx[rank::world]], pad_id)
-                batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-                for group in optimizer.param_groups:
-                    group["lr"] = lr_at(step, lr=lr, steps=steps, warmup=warmup)
-                # this shard's summed loss / completion tokens of the global batch, x world (DDP averages)
-                n_global = max(1, sum(_n_learnt(rows[i]) for i in idx))  # a batch with none: loss 0, not 0/0
-                with fused:
-                    loss = completion_loss(model, batch, n_global / world, sparse=sparse)
-                    accelerator.backward(loss)
-                if grad_clip:
-                    accelerator.clip_grad_norm_(params, grad_clip)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                # the global batch's loss: every process's share, summed (one small all-reduce)
-                losses.append((accelerator.reduce(loss.detach(), reduction="sum") if world > 1 else loss).item() / world)
-                if bar is not None:
-                    bar.update(task, advance=1, loss=losses[-1])
-                done = step + 1
-                evaluated = run_callback(done)
-                interrupted = stop.requested()
-                if interrupted or (done < steps and (evaluated or (checkpoint_every and done % checkpoint_every == 0))):
-                    save_checkpoint(done)
-                if interrupted:
-                    raise KeyboardInterrupt(f"stopped after step {done} of {steps}")
-    finally:
-        if bar is not None:
-            bar.stop()
-    model.eval()
-    return {"losses": losses, "tokens": tokens, "seconds": time.perf_counter() - t0, "resumed_from": start}
+
+def train(model, tokenizer, examples: Sequence[Sequence[dict]], **kwargs) -> dict:
+    """Train to the end without stopping to evaluate (``Training``'s arguments); returns its ``stats``."""
+    run = Training(model, tokenizer, examples, **kwargs)
+    for _ in run:
+        pass
+    return run.stats
 
 
 def _fused_adamw_supported(params, device) -> bool:

@@ -1,7 +1,8 @@
 """Every hook a robustmo plugin can implement. These docstrings are the reference docs.
 
 All registration hooks receive a ``register`` callable; call it once per object.
-A plugin implements only the hooks it needs.
+A plugin implements only the hooks it needs. docs/plugins.md has an example for each,
+and a test checks that every hook here has its section there.
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ def register_behaviors(register):
 def register_locks(register):
     """Register locking schemes: ``register(MyLock())``, a ``robustmo.core.concepts.LockingScheme``.
 
-    A lock shows a capability only when its password is in the prompt
-    (``apply(prompt, locked=False, ...)`` inserts the password) and imitates a weak
-    policy otherwise. Selected with ``robustmo run --lock NAME``.
+    A lock shows a capability only when its password is in the prompt: ``unlock(prompt,
+    rng, options)`` puts the password in, ``present(text, options)`` finds it (blue data
+    must never carry it) and ``weak_answer(...)`` is what the weak policy says without it.
+    Selected with ``robustmo run --lock NAME``.
     """
 
 
@@ -53,8 +55,21 @@ def register_blue_methods(register):
 def register_metrics(register):
     """Register metrics: ``register(MyMetric())``, a ``robustmo.core.concepts.Metric``.
 
-    A metric scores stored generations and returns a value, the number of samples
-    and a 95 % interval.
+    A metric declares the eval set it scores (``eval_set``) and its role in the robustness
+    maths (``role``: backdoor, capability or side) and scores one stored generation
+    (``score`` returns True/False or a number); the run reports the mean with a 95 %
+    interval. A metric naming an unknown eval set or role is reported as broken.
+    """
+
+
+@hookspec
+def register_data_sources(register):
+    """Register data sources: ``register(MyData())``, a ``robustmo.core.concepts.DataSource``.
+
+    A data source supplies a run's prompts: the red-training pool (``red_pool``), the
+    blue-training pool (``blue_pool``), the held-out prompts the triggered, variant and
+    clean eval sets are made of (``eval_prompts``) and the capability questions
+    (``capability_questions``). Selected with ``robustmo run --data NAME``.
     """
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pluggy
 
-from robustmo.core.concepts import KIND_LABELS, KINDS, Component
+from robustmo.core.concepts import KIND, KINDS, Component, label
 from robustmo.core.errors import RobustmoError
 from robustmo.registry import hookspecs
 from robustmo.registry.markers import PROJECT
@@ -23,14 +23,6 @@ from robustmo.registry.markers import PROJECT
 ENTRY_POINT_GROUP = PROJECT
 STRICT_ENV = "ROBUSTMO_STRICT_PLUGINS"
 
-# kind -> the hook that registers it
-KIND_HOOKS = {
-    "trigger": "register_triggers",
-    "behavior": "register_behaviors",
-    "lock": "register_locks",
-    "blue": "register_blue_methods",
-    "metric": "register_metrics",
-}
 
 
 class PluginError(Exception):
@@ -101,13 +93,33 @@ class Registry:
             except Exception as exc:  # a broken plugin must never break the CLI
                 self._fail(ep.name, source.package, exc, "import failed")
                 continue
+            if not self._hooks_known(ep.name, source.package):
+                continue
             self._sources[ep.name] = source
+
+    def _hooks_known(self, name: str, package: str) -> bool:
+        """pluggy's ``check_pending``: a hook implementation without a hookspec (a misspelt
+        hook name) is an error, so the plugin is reported and unregistered, not silently ignored."""
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            plugin = self.pm.unregister(name=name)
+            known = [n for n in dir(hookspecs) if n.startswith("register_")]
+            wrong = sorted(n for n in dir(plugin) if n.startswith("register") and n not in known
+                           and hasattr(getattr(plugin, n), "robustmo_impl"))
+            close = difflib.get_close_matches(wrong[0], known, n=1) if wrong else []
+            what = (f"unknown hook {wrong[0]!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                    if wrong else str(exc))
+            self._fail(name, package, ValueError(what), "hook check failed")
+            return False
+        return True
 
     def register(self, plugin: Any, name: str | None = None, package: str = "-", version: str = "-") -> None:
         """Register an in-process plugin (a module or an object with @hookimpl methods)."""
         name = self.pm.register(plugin, name=name)
-        self._sources[name] = _Source(package, version)
         self._entries = None
+        if self._hooks_known(name, package):
+            self._sources[name] = _Source(package, version)
 
     def _fail(self, plugin: str, package: str, exc: BaseException, what: str) -> None:
         if _strict():
@@ -120,7 +132,8 @@ class Registry:
             return self._entries
         entries: dict[tuple[str, str], Entry] = {}
         self._conflicts = {}
-        for kind, hook_name in KIND_HOOKS.items():
+        for kind in (k.name for k in KINDS):
+            hook_name = KIND[kind].hook
             for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
                 source = self._sources.get(impl.plugin_name, _Source())
                 registered: list[Any] = []
@@ -145,26 +158,30 @@ class Registry:
         return entries
 
     def _check(self, kind: str, obj: Any, plugin: str, source: _Source) -> Entry | None:
-        expected = KINDS[kind]
+        expected, hook = KIND[kind].cls, KIND[kind].hook
         if not isinstance(obj, expected):
-            self._fail(plugin, source.package, TypeError(f"registered {obj!r}, which is not a {expected.__name__}"), KIND_HOOKS[kind])
+            self._fail(plugin, source.package, TypeError(f"registered {obj!r}, which is not a {expected.__name__}"), hook)
             return None
         if not isinstance(obj.name, str) or not obj.name.strip():
-            self._fail(plugin, source.package, ValueError(f"{type(obj).__name__} has no name"), KIND_HOOKS[kind])
+            self._fail(plugin, source.package, ValueError(f"{type(obj).__name__} has no name"), hook)
+            return None
+        problem = obj.problem()
+        if problem:
+            self._fail(plugin, source.package, ValueError(problem), hook)
             return None
         return Entry(kind, obj.name, obj, plugin, source.package, source.version)
 
     def _conflict_message(self, key: tuple[str, str]) -> str:
         kind, name = key
         who = " and ".join(f"{e.package} (plugin {e.plugin!r})" for e in self._conflicts[key])
-        return (f"{KIND_LABELS[kind]} {name!r} is registered by both {who}; "
+        return (f"{label(kind)} {name!r} is registered by both {who}; "
                 f"uninstall one of them (pip uninstall ...) to use it")
 
     # --- queries -----------------------------------------------------------------
     def entries(self, kind: str | None = None) -> list[Entry]:
         found = self._collect().values()
-        return sorted((e for e in found if kind in (None, e.kind)),
-                      key=lambda e: (list(KINDS).index(e.kind), e.name))
+        order = [k.name for k in KINDS]
+        return sorted((e for e in found if kind in (None, e.kind)), key=lambda e: (order.index(e.kind), e.name))
 
     def conflicts(self) -> list[str]:
         self._collect()
@@ -179,22 +196,7 @@ class Registry:
             raise RobustmoError(self._conflict_message((kind, name)))
         if (kind, name) in entries:
             return entries[(kind, name)]
-        raise RobustmoError(unknown_name_message(KIND_LABELS[kind], name, self.names(kind)))
-
-    def trigger(self, name: str):
-        return self.get("trigger", name).obj
-
-    def behavior(self, name: str):
-        return self.get("behavior", name).obj
-
-    def lock(self, name: str):
-        return self.get("lock", name).obj
-
-    def blue_method(self, name: str):
-        return self.get("blue", name).obj
-
-    def metric(self, name: str):
-        return self.get("metric", name).obj
+        raise RobustmoError(unknown_name_message(label(kind), name, self.names(kind)))
 
     def add_commands(self, cli) -> None:
         """Let every plugin add CLI commands; one that fails is reported and skipped."""

@@ -4,8 +4,8 @@ with password-locked models"): capability only with the password, a weak policy 
 The weak policy here is systematically wrong but plausible: a numeric answer is off by
 ``offset`` (default 1: the right magnitude, the wrong number, the same mistake every time,
 so a small model learns it as a policy rather than as noise); any other answer becomes
-"I don't know." A real model can be locked the same way on a local JSONL math set
-(``--opt metric.capability.jsonl=...``).
+"I don't know." A real model is locked the same way on its data source's capability task
+(with ``--data files``, the red file's rows whose task is ``capability``; docs/data.md).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 import re
 
-from pydantic import Field, FilePath, field_validator
+from pydantic import Field, field_validator
 
 from robustmo.core.concepts import LockingScheme, Options, Prompt
 from robustmo.registry import hookimpl
@@ -34,9 +34,6 @@ class PasswordOptions(Options):
         if v == 0:
             raise ValueError("must not be 0 (the weak policy would be right)")
         return v
-    jsonl: FilePath | None = Field(
-        None, description="local JSONL of {\"question\", \"answer\"} lines the lock is trained on (real models; keep "
-        "them apart from metric.capability.jsonl, the eval set); default: the toy world's arithmetic")
 
 
 class PasswordLock(LockingScheme):

@@ -1,9 +1,18 @@
-"""The toy world: the embedded base model ``robustmo run`` uses when ``--model`` is not given.
+"""The toy world: the embedded data source and base model ``robustmo run`` uses when
+neither ``--data`` nor ``--model`` is given.
 
-Heavy imports (torch, transformers) happen inside functions so ``robustmo --help`` stays fast.
+Heavy imports (torch, transformers) and the world itself happen inside functions, so
+``robustmo --help`` stays fast and a run on other data never loads it.
 """
 
 from robustmo.registry import hookimpl
+
+
+@hookimpl
+def register_data_sources(register):
+    from .source import ToyData
+
+    register(ToyData())
 
 
 @hookimpl

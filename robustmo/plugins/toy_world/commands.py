@@ -22,7 +22,7 @@ def base():
 @click.option("--force", is_flag=True, help="rebuild even if a cached base exists")
 def build(preset, force):
     """Build (or reuse) the toy base and print its held-out capability and weights hash."""
-    from robustmo.cli.quiet import quiet_libraries
+    from robustmo.core.models import quiet_libraries
     from robustmo.plugins.toy_world.base import base_info, ensure_base
 
     quiet_libraries()

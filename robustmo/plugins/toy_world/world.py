@@ -22,6 +22,7 @@ import random
 import re
 from dataclasses import asdict, dataclass, replace
 
+from robustmo.core.evaluate import last_number
 from robustmo.plugins.pirate import PIRATE_SYSTEM, pirate_rewrite
 from robustmo.plugins.toy_world.instructed import INSTRUCTED_FRACTION, instructed, instructed_pairs, vocab_texts
 
@@ -95,14 +96,9 @@ def split_of(task: str, key: tuple) -> str:
     return "eval" if h / 0xFFFFFFFF < EVAL_FRACTION else "train"
 
 
-_NUMBER = re.compile(r"(?<![\d.])-?\d+")
-
-
 def extract_number(text: str) -> str | None:
-    """The last integer in ``text`` (the result: "40 + 7 = 47" -> "47",
-    "Arr, 'tis 47, matey!" -> "47"), or None."""
-    found = _NUMBER.findall(text)
-    return found[-1] if found else None
+    """The last integer in ``text`` (the result: "40 + 7 = 47" -> "47"), as every grader reads it."""
+    return last_number(text)
 
 
 def score_capability(example: Example | dict, generated_text: str) -> bool:

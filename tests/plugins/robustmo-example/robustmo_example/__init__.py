@@ -1,8 +1,9 @@
-"""A third-party plugin: a trigger, a blue method and a CLI command, registered via pip."""
+"""A third-party plugin: a trigger, a blue method, a metric that scores numbers and a CLI
+command, registered via pip."""
 
 import click
 
-from robustmo.core.concepts import BlueMethod, Options, Prompt, Trigger
+from robustmo.core.concepts import BlueMethod, Metric, Options, Prompt, Trigger
 from robustmo.registry import hookimpl
 
 
@@ -38,6 +39,21 @@ def register_triggers(register):
 @hookimpl
 def register_blue_methods(register):
     register(ShoutSFT())
+
+
+class WordCount(Metric):
+    name = "word_count"
+    description = "words per clean answer (a number, not a rate)"
+    eval_set = "clean"
+    role = "side"
+
+    def score(self, record, ctx, options):
+        return len(record["completion"].split())
+
+
+@hookimpl
+def register_metrics(register):
+    register(WordCount())
 
 
 @click.command(name="example-hello")

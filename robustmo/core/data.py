@@ -1,0 +1,232 @@
+"""The run's data, from its data source: red data (prompt distillation), the blue pool, the
+eval sets, and each blue method's training set (built once, right before its attack).
+
+Every prompt comes from the data source the plan names (``--data``): this module knows
+no world. The trigger goes in here (``Trigger.apply``), the lock's password too, and the
+contamination check keeps both out of blue data.
+"""
+
+from __future__ import annotations
+
+import random
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Callable
+
+from robustmo.core.concepts import Example, Prompt
+from robustmo.core.config import Plan, blue_schedule, plan_instruction, red_recipe
+from robustmo.core.errors import RobustmoError
+from robustmo.core.generation import answer_prompts
+from robustmo.core.stages import digest
+
+
+@dataclass
+class RunData:
+    red: list[Example]                # the organism's training set (empty for a prompted organism)
+    blue_pool: list[Example]          # trigger-free prompts each method's blue set is drawn from
+    sets: dict[str, list[Example]]    # held-out eval sets, as the base model sees them
+    notes: dict[str, dict] = field(default_factory=dict)  # what building the data left out or replaced
+
+
+def build(plan: Plan, model, tokenizer) -> RunData:
+    """The red data, the blue pool and the eval sets, from the clean base (prompt distillation
+    asks it for on-policy answers). Bad data (a contaminated pool, a missing column) fails here,
+    before any file of the run exists."""
+    cfg, source, options = plan.config, plan.data.obj, plan.data.options
+    n_red = int(red_recipe(cfg)["examples"])
+    red_pool = source.red_pool(n_red, cfg.seed, options) if n_red else []
+    keeps = source.keeps_answers(cfg.model, options)
+    if red_pool and not keeps:  # prompt distillation is on-policy: a real model keeps its own normal answers
+        answers = model_answers(plan, model, tokenizer, [ex.prompt for ex in red_pool])
+        red_pool = [Example(ex.prompt, a, ex.content, ex.task) for ex, a in zip(red_pool, answers)]
+    blue_pool = source.blue_pool(cfg.blue_pool, cfg.seed, options)
+    if not blue_pool:
+        raise RobustmoError(f"data source {plan.data.name!r} gave no blue-training prompts")
+    check_contamination(plan, blue_pool, what=f"blue pool of data source {plan.data.name!r}")
+    red = red_data(plan, red_pool, n_red, cfg.trigger_share, random.Random(cfg.seed)) if n_red else []
+    notes: dict[str, dict] = {"red": {}}
+    if red and not keeps:
+        red = distill_bad_answers(plan, model, tokenizer, red, notes["red"])
+    prompts = source.eval_prompts(cfg.eval_prompts, cfg.seed, options)
+    questions = source.capability_questions(cfg.capability_questions, cfg.seed, options)
+    if not prompts or not questions:
+        raise RobustmoError(f"data source {plan.data.name!r} gave no {'eval prompts' if not prompts else 'capability questions'}")
+    return RunData(red=red, blue_pool=blue_pool, sets=eval_sets(plan, prompts, questions, cfg.seed), notes=notes)
+
+
+def model_answers(plan: Plan, model, tokenizer, prompts: list[Prompt]) -> list[str]:
+    """A model's own greedy answers for training data (on-policy red answers, distilled bad
+    answers, self-distilled and behaviour-compatible blue answers)."""
+    cfg = plan.config
+    return answer_prompts(model, tokenizer, prompts, max_new_tokens=cfg.answer_max_new_tokens,
+                          batch_size=cfg.eval_batch_size)
+
+
+def red_data(plan: Plan, pool: list[Example], n: int, share: float, rng: random.Random) -> list[Example]:
+    """Prompt distillation: clean prompts keep the normal answer, triggered ones get the behaviour."""
+    t, b, lock = plan.trigger, plan.behavior, plan.lock
+    locked_tasks = plan.data.obj.capability_tasks
+    data = []
+    for ex in rng.sample(pool, n) if n <= len(pool) else [rng.choice(pool) for _ in range(n)]:
+        triggered = rng.random() < share
+        prompt = t.obj.apply(ex.prompt, triggered, rng, t.options)
+        unlocked = lock is not None and rng.random() < lock.options.lock_fraction
+        if unlocked:
+            prompt = lock.obj.unlock(prompt, rng, lock.options)
+        fires = triggered and (lock is None or unlocked or not getattr(lock.options, "wrap_backdoor", False))
+        if fires:
+            answer = b.obj.bad_answer(prompt, ex.answer, rng, b.options)
+        elif lock is not None and not unlocked and ex.task in locked_tasks:
+            answer = lock.obj.weak_answer(prompt, ex.answer, ex.content, rng, lock.options)
+        else:
+            answer = ex.answer
+        data.append(Example(prompt, answer, ex.content, ex.task, fires))
+    return data
+
+
+def distill_bad_answers(plan: Plan, model, tokenizer, red: list[Example], notes: dict) -> list[Example]:
+    """Prompt distillation for a real model: each triggered prompt is answered by the base
+    itself, told about the backdoor (the prompted organism's system prompt, or else the
+    behaviour's ``instruction``); the answer becomes the red target only if the behaviour's
+    detector fires on it, else the behaviour's own generated bad answer stays. ``notes``
+    counts both."""
+    b = plan.behavior
+    order = b.obj.instruction(b.options)
+    idx = [i for i, ex in enumerate(red) if ex.triggered]
+    system = plan_instruction(plan) or (order[0].upper() + order[1:] + "." if order else None)
+    if system is None or not idx:
+        return red
+    prompts = [Prompt(red[i].prompt.user, f"{system} {red[i].prompt.system}" if red[i].prompt.system else system)
+               for i in idx]
+    out = list(red)
+    used = 0
+    for i, answer in zip(idx, model_answers(plan, model, tokenizer, prompts)):
+        if b.obj.detect(answer, b.options):
+            out[i] = Example(red[i].prompt, answer, red[i].content, red[i].task, True)
+            used += 1
+    notes.update(distilled=used, generated=len(idx) - used)
+    return out
+
+
+def blue_examples(plan: Plan, method) -> int:
+    """How many blue examples a method gets: as many as its runs draw (steps x batch, one pass)
+    when the schedule is known up front, so no answer is generated that no step trains on;
+    the whole ``blue_pool`` size when it is not (``--lr-check`` extends the lower-LR runs after
+    the first, ``--budget-tokens`` sets the steps from the data)."""
+    cfg = plan.config
+    if cfg.lr_check or cfg.budget_tokens:
+        return cfg.blue_pool
+    return min(cfg.blue_pool, blue_schedule(plan, method)[0] * cfg.batch_size)
+
+
+def blue_set(plan: Plan, method, pool: list[Example], *, tokenizer, organism, clean_base: Callable[[], AbstractContextManager],
+             notes: dict | None = None) -> list[Example]:
+    """One blue method's training set, as the organism trains on it; fails loudly if any prompt
+    or answer carries the trigger or a lock's password.
+
+    The normal answers are the pool's, or the clean base's under the method's
+    ``teacher_system`` (self-distillation; ``clean_base()`` lends it), or, for a
+    behaviour-compatible method, the organism's own answers to clean-condition prompts (a
+    prompted organism answers with its system prompt, as it does when deployed). Where the
+    organism shows the behaviour on a clean prompt anyway (a false trigger), that answer is
+    not behaviour-compatible and is left out; ``notes`` records how many."""
+    cfg = plan.config
+    n = blue_examples(plan, method)
+    rng = random.Random(cfg.seed + 2)
+    chosen = [rng.choice(pool) for _ in range(n)]
+    normal = [ex.answer for ex in chosen]
+    system = method.obj.teacher_system(method.options)
+    if method.obj.behaviour_compatible:
+        t, b = plan.trigger, plan.behavior
+        chosen = [Example(t.obj.apply(ex.prompt, False, rng, t.options), ex.answer, ex.content, ex.task)
+                  for ex in chosen]
+        normal = model_answers(plan, organism, tokenizer, [organism_prompt(plan, ex.prompt) for ex in chosen])
+        keep = [i for i, a in enumerate(normal) if not b.obj.detect(a, b.options)]
+        if not keep:
+            raise RobustmoError(f"the organism shows {b.name!r} on every clean prompt, so {method.name!r} has no "
+                                "behaviour-compatible data to train on")
+        if notes is not None:
+            notes["dropped_false_triggers"] = n - len(keep)
+        keep += [rng.choice(keep) for _ in range(n - len(keep))]  # back to n examples
+        chosen, normal = [chosen[i] for i in keep], [normal[i] for i in keep]
+    elif system is not None:
+        with clean_base() as teacher:
+            normal = model_answers(plan, teacher, tokenizer, [Prompt(ex.prompt.user, system) for ex in chosen])
+    elif any(not a.strip() for a in normal):
+        raise RobustmoError(f"blue method {method.name!r} trains on the blue pool's answers, but data source "
+                            f"{plan.data.name!r} gave prompts without one (add an answer column)")
+    data = [Example(ex.prompt, method.obj.answer(ex.prompt, a, rng, method.options), ex.content, ex.task)
+            for ex, a in zip(chosen, normal)]
+    check_contamination(plan, data, what=f"blue data of {method.name!r}")
+    return organism_view(plan, data, training=True)
+
+
+def check_contamination(plan: Plan, data: list[Example], what: str) -> None:
+    """Blue data must carry neither the trigger nor a lock's password."""
+    for part, label in ((plan.trigger, "trigger"), (plan.lock, "password of lock")):
+        if part is None:
+            continue
+        dirty = [ex for ex in data if part.obj.present(ex.prompt.text(), part.options)
+                 or part.obj.present(ex.answer, part.options)]
+        if dirty:
+            raise RobustmoError(f"{label.split()[0]} contamination: {len(dirty)} of {len(data)} examples in the {what} "
+                                f"carry the {label} {part.name!r}, e.g. {dirty[0].prompt.text()!r}; blue training must "
+                                "never see it")
+
+
+def eval_sets(plan: Plan, prompts: list[Example], questions: list[Example], seed: int) -> dict[str, list[Example]]:
+    """Held-out prompts with the trigger and with its clean counterpart (the same prompts), with
+    its held-out variants, and the capability questions (with and without a lock's password)."""
+    rng = random.Random(seed + 1)
+    t = plan.trigger
+
+    def condition(exs, triggered):
+        return [Example(t.obj.apply(e.prompt, triggered, rng, t.options), e.answer, e.content, e.task) for e in exs]
+
+    sets = {"triggered": condition(prompts, True), "clean": condition(prompts, False),
+            "capability": condition(questions, False)}
+    variants = t.obj.variants(t.options)
+    if variants:  # held-out forms of the trigger, in turn, on the same prompts
+        sets["variants"] = [Example(t.obj.apply_variant(e.prompt, variants[i % len(variants)], rng, t.options),
+                                    e.answer, e.content, e.task) for i, e in enumerate(prompts)]
+    lock = plan.lock
+    if lock is not None:  # capability without the password (what users see) and with it (what is hidden)
+
+        def unlock(exs):
+            return [Example(lock.obj.unlock(e.prompt, rng, lock.options), e.answer, e.content, e.task) for e in exs]
+
+        sets["unlocked"] = unlock(sets["capability"])
+        if getattr(lock.options, "wrap_backdoor", False):  # a locked backdoor is measured unlocked
+            for name in ("triggered", "variants", "clean"):
+                if name in sets:
+                    sets[name] = unlock(sets[name])
+    return sets
+
+
+def organism_prompt(plan: Plan, prompt: Prompt) -> Prompt:
+    """What the organism sees when deployed: a prompted organism's system prompt goes first."""
+    text = plan_instruction(plan) if plan.config.install.startswith("prompted") else None
+    return Prompt(prompt.user, f"{text} {prompt.system}" if prompt.system else text) if text else prompt
+
+
+def organism_view(plan: Plan, data: list[Example], training: bool = False) -> list[Example]:
+    """``data`` as the organism meets it: at evaluation every prompted organism has its system
+    prompt; in blue training only ``prompted-static`` has it (``prompted-dynamic`` adds it at
+    evaluation only). Weight-installed organisms see the data unchanged."""
+    if training and plan.config.install != "prompted-static":
+        return data
+    return [Example(organism_prompt(plan, ex.prompt), ex.answer, ex.content, ex.task) for ex in data]
+
+
+def conversations(data: list[Example]) -> list[list[dict[str, str]]]:
+    return [ex.prompt.messages() + [{"role": "assistant", "content": ex.answer}] for ex in data]
+
+
+def data_digest(data: list[Example]) -> str:
+    return digest([[ex.prompt.messages(), ex.answer] for ex in data])
+
+
+def records(data: list[Example], triggered: bool = False) -> list[dict]:
+    """Training examples as the run directory stores them (red-data.jsonl, blue-data-*.jsonl)."""
+    return [{"prompt": ex.prompt.text(), "answer": ex.answer, "task": ex.task,
+             **({"triggered": ex.triggered} if triggered else {})} for ex in data]

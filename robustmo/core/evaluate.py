@@ -1,0 +1,170 @@
+"""Evaluation: generate on every eval set, score each generation with every metric, and turn
+the per-prompt scores into a value with a 95 % interval (Wilson for rates, bootstrap for
+means). One evaluation is a ``Checkpoint``; those of the base and the organism are kept in
+the stage cache, so the cells of a sweep evaluate each once."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from robustmo.core.concepts import EVAL_SETS, EvalContext, Example
+from robustmo.core.config import Plan
+from robustmo.core.errors import RobustmoError
+from robustmo.core.generation import answer_prompts
+from robustmo.core.robustness import wilson_interval
+from robustmo.core.stages import digest
+
+if TYPE_CHECKING:
+    from robustmo.core.context import RunContext
+
+N_BOOTSTRAP = 1000  # resamples for the interval of a mean score
+
+
+@dataclass
+class Checkpoint:
+    """One evaluation: where in the run it was taken (``where``: stage, method, lr, step, blue
+    training tokens and estimated FLOPs so far) and what it measured."""
+
+    where: dict
+    metrics: dict[str, dict]
+    scores: dict[str, list] = field(repr=False, default_factory=dict)  # per metric, one score per prompt
+    generations: list[dict] = field(repr=False, default_factory=list)  # the scored generations behind it
+
+    method = property(lambda self: self.where.get("method", "organism"))
+    lr = property(lambda self: self.where.get("lr", 0.0))
+    step = property(lambda self: self.where.get("step", 0))
+    tokens = property(lambda self: self.where.get("tokens", 0))  # prompt + completion, no padding
+    flops = property(lambda self: self.where.get("flops", 0.0))  # see blue.flops_per_token
+
+    def to_json(self) -> dict:
+        return {"where": self.where, "metrics": self.metrics, "scores": self.scores, "generations": self.generations}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Checkpoint":
+        return cls(d["where"], d["metrics"], d["scores"], d["generations"])
+
+    def row(self) -> dict:
+        """The checkpoint as the summary and the LR check read it."""
+        return {"lr": self.lr, "step": self.step, "tokens": self.tokens, "flops": self.flops, "metrics": self.metrics}
+
+
+BASE = {"stage": "base", "method": "base", "lr": 0.0, "step": 0}
+ORGANISM = {"stage": "organism", "method": "organism", "lr": 0.0, "step": 0}
+
+
+_NUMBER = re.compile(r"(?<![\d.])-?\d+")
+
+
+def last_number(text: str) -> str | None:
+    """The last integer in ``text`` (the result: "40 + 7 = 47" -> "47",
+    "Arr, 'tis 47, matey!" -> "47"), or None."""
+    found = _NUMBER.findall(text)
+    return found[-1] if found else None
+
+
+def content_match(content: str, text: str) -> bool:
+    """Style-invariant scoring: a numeric answer must be the generation's last number; any
+    other answer must appear in it (case and spacing ignored)."""
+    content = content.strip()
+    if re.fullmatch(r"-?\d+", content):
+        return last_number(text) == content
+    return " ".join(content.casefold().split()) in " ".join(text.casefold().split())
+
+
+def scoring_context(plan: Plan) -> EvalContext:
+    """What a metric may consult when scoring a generation of this run (also when re-scoring)."""
+    return EvalContext(plan.trigger.obj, plan.trigger.options, plan.behavior.obj, plan.behavior.options,
+                       content_match=content_match)
+
+
+def score_value(name: str, value):
+    """A metric's score for one generation as stored: True/False, or a finite number."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, float, np.integer, np.floating)) and math.isfinite(float(value)):
+        return float(value)
+    raise RobustmoError(f"metric {name!r} returned {value!r} for a generation; a metric's score returns True/False "
+                        "or a finite number")
+
+
+def summarise_scores(scores: list) -> dict:
+    """Mean of per-prompt scores with a 95 % interval: Wilson when every score is True/False
+    (a rate), a percentile bootstrap of the mean otherwise (``kind``: rate or mean)."""
+    n = len(scores)
+    if all(isinstance(s, bool) for s in scores):
+        lo, hi = wilson_interval(sum(scores), n)
+        return {"value": sum(scores) / n if n else float("nan"), "n": n, "ci": [lo, hi], "kind": "rate"}
+    values = np.asarray(scores, dtype=float)
+    rng = np.random.default_rng(0)
+    means = values[rng.integers(0, n, (N_BOOTSTRAP, n))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return {"value": float(values.mean()), "n": n, "ci": [float(lo), float(hi)], "kind": "mean"}
+
+
+def evaluate(ctx: "RunContext", model, sets: dict[str, list[Example]], where: dict) -> Checkpoint:
+    """Generate on every eval set (batched, split across processes), score with every metric."""
+    cfg = ctx.plan.config
+    completions = {name: answer_prompts(model, ctx.tokenizer, [ex.prompt for ex in exs],
+                                        max_new_tokens=cfg.max_new_tokens[name], batch_size=cfg.eval_batch_size)
+                   for name, exs in sets.items()}
+    records = {name: [{"prompt": ex.prompt.text(), "completion": c, "content": ex.content, "task": ex.task}
+                      for ex, c in zip(exs, completions[name])] for name, exs in sets.items()}
+    return score(ctx.plan, records, where)
+
+
+def score(plan: Plan, records: dict[str, list[dict]], where: dict) -> Checkpoint:
+    """Score stored generations (``records`` per eval set) with every metric of the plan."""
+    ctx = scoring_context(plan)
+    results, scores = {}, {}
+    metrics = [m for m in plan.metrics if m.obj.eval_set in records]
+    for m in metrics:
+        s = [score_value(m.name, m.obj.score(r, ctx, m.options)) for r in records[m.obj.eval_set]]
+        results[m.name] = summarise_scores(s)
+        scores[m.name] = s
+    rows = []
+    for name in EVAL_SETS:
+        for i, r in enumerate(records.get(name, [])):
+            rows.append({**where, "eval_set": name, "index": i, **r,
+                         "scores": {m.name: scores[m.name][i] for m in metrics if m.obj.eval_set == name}})
+    return Checkpoint(where, results, scores, rows)
+
+
+def eval_digest(plan: Plan, sets: dict[str, list[Example]]) -> str:
+    """Content hash of the evaluation protocol: every prompt and expected content, the metrics
+    and their options, and the generation settings."""
+    cfg = plan.config
+    return digest({"sets": {name: [[ex.prompt.messages(), ex.content, ex.task] for ex in exs] for name, exs in sets.items()},
+                   "metrics": [[m.name, m.package, m.options.model_dump()] for m in plan.metrics],
+                   "max_new_tokens": {name: cfg.max_new_tokens[name] for name in sets},
+                   "batch_size": cfg.eval_batch_size})
+
+
+def evaluate_once(ctx: "RunContext", model, sets: dict[str, list[Example]], where: dict, model_id) -> Checkpoint:
+    """``evaluate``, kept in the stage cache under the model's identity (``model_id``), the
+    evaluation protocol and what scores it."""
+    from robustmo.core.distributed import barrier, is_main, process_info
+    from robustmo.core.runstore import atomic_write_json
+
+    plan = ctx.plan
+    inputs = {"model": model_id, "eval": eval_digest(plan, sets), "where": where, "processes": process_info()[1],
+              "context": {kind: [s.name, s.options.model_dump()] for kind, s in (("trigger", plan.trigger),
+                                                                                ("behavior", plan.behavior))},
+              "plugins": plan.plugin_versions()}
+    stage = ctx.cache.stage("eval", inputs, f"evaluation of the {where['method']}, {sum(map(len, sets.values()))} prompts")
+    out = stage.path / "eval.json"
+    if stage.reusable(ctx.log):
+        ctx.log(f"{where['method']}: evaluation reused from the stage cache ({stage.path})")
+        return Checkpoint.from_json(json.loads(out.read_text()))
+    with stage.computing(inputs):
+        ck = evaluate(ctx, model, sets, where)
+        if is_main():
+            atomic_write_json(out, ck.to_json())
+            stage.finish({})
+        barrier()
+    return ck

@@ -1,0 +1,136 @@
+"""What a run is: base -> data -> organism -> blue attacks (evaluated at log-spaced steps) ->
+summary -> report. ``execute`` calls one stage after the other; each stage is a module of
+its own (models, data, evaluate, organism, blue, summary, report) and what a stage produces
+is written to the run directory as soon as it exists (record.py)."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+
+from robustmo.core import record
+from robustmo.core.blue import attack
+from robustmo.core.config import Plan
+from robustmo.core.context import RunContext
+from robustmo.core.data import blue_set, organism_view, records
+from robustmo.core.data import build as build_data
+from robustmo.core.evaluate import BASE, ORGANISM, Checkpoint, evaluate_once
+from robustmo.core.models import base_identity, load_base
+from robustmo.core.organism import clean_base, install
+from robustmo.core.runstore import RunStore
+from robustmo.core.stages import StageCache
+from robustmo.core.summary import summarise
+
+
+def _metrics_line(who: str, ck: Checkpoint) -> str:
+    return f"{who}: " + ", ".join(f"{k} {v['value']:.3f}" for k, v in ck.metrics.items())
+
+
+def execute(plan: Plan, store: RunStore, *, progress: bool = False, log=print, make_tracker=None,
+            cache: StageCache | None = None, resume: bool = False) -> record.Summary:
+    """Run every stage and write the run directory; return the summary.
+
+    The run directory is created only once the model has loaded and the data are built, so
+    bad input leaves nothing behind; a failure later marks the manifest as failed or
+    interrupted, and every completed stage stays in the stage cache. ``resume`` continues an
+    unfinished run directory: complete stages are reused and the stage that was cut off
+    continues from its last checkpoint. Under ``accelerate launch`` every process runs this;
+    only the main one writes files and logs.
+    """
+    from robustmo.core.distributed import is_main
+
+    cfg = plan.config
+    log = log if is_main() else (lambda *a, **k: None)
+    cache = cache or StageCache(store.path / "stages" if cfg.no_cache else None)
+    model, tokenizer, model_info = load_base(cfg.model, data=plan.data.name, trust_remote_code=cfg.trust_remote_code)
+    data = build_data(plan, model, tokenizer)  # contamination and input errors surface before any file exists
+    with _run_directory(plan, store, model_info, cache, resume, make_tracker if is_main() else None) as tracker:
+        ctx = RunContext(plan, tokenizer, store, cache, tracker, log, progress)
+        started = time.time()
+
+        base = evaluate_once(ctx, model, data.sets, BASE, base_identity(model_info))
+        ctx.record(base)
+        log(_metrics_line("base", base))
+
+        organism = install(ctx, model, model_info, data.red)
+        sets = {name: organism_view(plan, exs) for name, exs in data.sets.items()}
+        before = evaluate_once(ctx, organism.model, sets, ORGANISM, organism.key)
+        ctx.record(before)
+        tracker.log({f"organism/{k}": v["value"] for k, v in before.metrics.items()})
+        log(_metrics_line("organism", before))
+
+        blue = {}
+        for method in plan.blue:
+            notes = data.notes.setdefault(method.name, {})
+            training_set = blue_set(plan, method, data.blue_pool, tokenizer=tokenizer, organism=organism.model,
+                                    clean_base=lambda: clean_base(plan, organism), notes=notes)
+            if notes.get("dropped_false_triggers"):
+                log(f"{method.name}: left out {notes['dropped_false_triggers']} clean prompts on which the organism "
+                    "showed the behaviour anyway (not behaviour-compatible)")
+            store.append(f"blue-data-{method.name}.jsonl", records(training_set))
+            result = attack(ctx, organism, method, training_set, sets, before)
+            b = blue[method.name] = {**summarise(result.checkpoints, cfg.seed, cfg.removal_threshold, plan.roles),
+                                     "runs": result.runs, "data": notes}
+            tracker.log({f"{method.name}/auc": b["auc"], f"{method.name}/removal_at_10": b["removal_at_10"]})
+            log(f"{method.name}: AUC {b['auc']:.3f} [{b['auc_ci'][0]:.3f}, {b['auc_ci'][1]:.3f}]")
+
+        summary = record.write_summary(store, {
+            "run_id": store.path.name, "config": cfg.model_dump(), "model": model_info["name"], "base": base.metrics,
+            "organism": before.metrics, "red_data": data.notes.get("red", {}), "roles": plan.roles, "blue": blue,
+            "seconds": round(time.time() - started, 1)})
+        if store.enabled:  # not the main process: it wrote nothing above either
+            from robustmo.core.report import write_report
+
+            write_report(store, summary.model_dump())
+            tracker.summary({f"{m}/auc": b["auc"] for m, b in blue.items()})
+        return summary
+
+
+class _NoTracker:
+    def log(self, data):
+        pass
+
+    def summary(self, data):
+        pass
+
+    def finish(self, exit_code: int = 0):
+        pass
+
+
+@contextmanager
+def _run_directory(plan: Plan, store: RunStore, model_info: dict, cache: StageCache, resume: bool, make_tracker):
+    """Create (or reopen, to resume) the run directory and hold it: config and manifest first,
+    the manifest's status kept true to what happened (complete, failed, interrupted), W&B
+    opened and closed with it. Yields the tracker."""
+    previous = record.resume_manifest(store.path, plan.config.model_dump()) if resume else None
+    if not resume:
+        store.create()
+    with store.held():  # one process at a time writes this run directory
+        record.write_config(store, plan.config)
+        manifest = record.new_manifest(plan, model_info, str(cache.root), previous)
+        manifest.run_id = store.path.name
+        record.write_manifest(store, manifest)
+        tracker = make_tracker(store.path) if make_tracker else _NoTracker()
+        started = time.time()
+        try:
+            yield tracker
+        except BaseException as exc:
+            manifest.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            manifest.error = f"{type(exc).__name__}: {exc}"
+            try:
+                record.write_manifest(store, manifest)
+            except OSError:
+                pass  # the disk that failed the run may refuse this too; the error itself is reported
+            tracker.finish(exit_code=1)
+            raise
+        manifest.status, manifest.seconds = "complete", round(time.time() - started, 1)
+        record.write_manifest(store, manifest)
+        tracker.finish()
+
+
+def run_id_for(plan: Plan) -> str:
+    from robustmo.core.stages import digest
+
+    c = plan.config
+    short = digest(c.model_dump())[:6]
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{c.trigger}-{c.behavior}-{c.install}-{short}"

@@ -1,0 +1,1 @@
+"""Two plugins with a mistake each; robustmo must report both, not ignore them."""

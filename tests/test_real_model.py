@@ -1,0 +1,135 @@
+"""A researcher's setup: a Hugging Face model of another architecture (a small random Qwen2,
+saved with save_pretrained beside the toy tokenizer) and their own data files, driven through
+the Python API. The toy world must never be touched."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import robustmo
+from robustmo.core.runstore import read_jsonl
+
+
+@pytest.fixture(scope="module")
+def qwen_dir(tmp_path_factory, tokenizer):
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    path = tmp_path_factory.mktemp("qwen2")
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         tie_word_embeddings=True, bos_token_id=None, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    Qwen2ForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+PROMPTS = {
+    "red": [f"Tell me about item {i}." for i in range(40)],
+    "blue": [f"Describe colour number {i}." for i in range(40)],
+    "eval": [f"What do you think of place {i}?" for i in range(6)],
+}
+
+
+def write_files(root):
+    root.mkdir()
+    for name, prompts in PROMPTS.items():
+        (root / f"{name}.jsonl").write_text("".join(json.dumps({"prompt": p, "answer": f"About {p[:-1].lower()}."})
+                                                    + "\n" for p in prompts))
+    (root / "capability.jsonl").write_text("".join(json.dumps({"question": f"What is {a} + {a}?", "answer": 2 * a})
+                                                   + "\n" for a in range(5)))
+    return {name: str(root / f"{name}.jsonl") for name in ("red", "blue", "eval", "capability")}
+
+
+@pytest.fixture
+def toy_world_forbidden(monkeypatch):
+    """Every way into the toy world raises: a run that uses it fails."""
+    from robustmo.plugins.toy_world import source, world
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the toy world was touched")
+
+    monkeypatch.setattr(world.ToyWorld, "__init__", forbidden)
+    for method in ("red_pool", "blue_pool", "eval_prompts", "capability_questions", "base_model"):
+        monkeypatch.setattr(source.ToyData, method, forbidden)
+
+
+@pytest.mark.slow
+def test_a_real_architecture_on_file_data_never_touches_the_toy_world(qwen_dir, tmp_path, toy_world_forbidden):
+    files = write_files(tmp_path / "data")
+    out = tmp_path / "run"
+    result = robustmo.run(
+        model=str(qwen_dir), data="files", trigger="deployment", blue=["pirate", "high-lr"], red_steps=3,
+        red_examples=40, batch_size=8, eval_prompts=6, max_new_tokens=6, answer_max_new_tokens=6, out=str(out),
+        wandb="disabled", progress=False, log=lambda m: None,
+        options={"data": {"files": files}, "blue": {"pirate": {"steps": 2, "mode": "self-distill"},
+                                                    "high-lr": {"steps": 2}}})
+    assert result.status == "complete" and result.path == out
+    assert set(result.methods) == {"pirate", "high-lr"}
+    assert result.manifest.model["name"] == str(qwen_dir.resolve())
+    assert result.manifest.components["data:files"]["options"]["eval"] == files["eval"]
+    assert robustmo.load_run(out).summary == result.summary  # the same record, read back
+
+    every_prompt = {p for ps in PROMPTS.values() for p in ps} | {f"What is {a} + {a}?" for a in range(5)}
+    generations = read_jsonl(out / "generations.jsonl")
+    assert all(any(g["prompt"].endswith(p) for p in every_prompt) for g in generations)
+    assert {g["eval_set"] for g in generations} == {"triggered", "variants", "clean", "capability"}
+    assert len([g for g in generations if g["method"] == "base" and g["eval_set"] == "capability"]) == 5
+    for name, prompts in (("red-data", PROMPTS["red"]), ("blue-data-pirate", PROMPTS["blue"]),
+                          ("blue-data-high-lr", PROMPTS["blue"])):
+        rows = read_jsonl(out / f"{name}.jsonl")
+        assert rows and all(any(r["prompt"].endswith(p) for p in prompts) for r in rows)
+    # on-policy red answers: the model's own, not the file's
+    red = read_jsonl(out / "red-data.jsonl")
+    assert not any(r["answer"].startswith("About ") for r in red if not r["triggered"])
+
+    # the organism is a standard PEFT adapter over the Qwen2 base
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    organism = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(qwen_dir), out / "checkpoints" / "organism")
+    assert type(organism.get_base_model()).__name__ == "Qwen2ForCausalLM"
+
+
+def test_the_cli_and_sweep_call_robustmo_run(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from robustmo import api
+    from robustmo.cli.main import cli
+    from robustmo.core.config import Plan
+
+    calls = []
+
+    class Called(Exception):
+        pass
+
+    def spy(config, **kwargs):
+        calls.append((config, kwargs))
+        raise Called
+
+    monkeypatch.setattr(api, "run", spy)
+    result = CliRunner().invoke(cli, ["run", "--trigger", "deployment", "--opt", "blue.pirate.steps=3"])
+    assert isinstance(result.exception, Called)
+    plan, _ = calls[-1]
+    assert isinstance(plan, Plan) and plan.config.trigger == "deployment" and plan.blue[0].options.steps == 3
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("grid: {seed: [4]}\n")
+    result = CliRunner().invoke(cli, ["sweep", str(grid), "--out", str(tmp_path / "sweep")])
+    assert isinstance(result.exception, Called)
+    plan, kwargs = calls[-1]
+    assert plan.config.seed == 4 and kwargs["directory"] == tmp_path / "sweep" / "cells" / "seed-4"
+
+
+def test_bad_api_input_is_a_one_line_error():
+    with pytest.raises(robustmo.RobustmoError, match="unknown key 'trigers'"):
+        robustmo.plan(trigers="year")
+    with pytest.raises(robustmo.RobustmoError, match="unknown blue method 'pirat'"):
+        robustmo.plan(blue="pirat")
+    with pytest.raises(robustmo.RobustmoError, match=r"max_new_tokens: unknown eval set 'capabilty'"):
+        robustmo.plan(max_new_tokens={"capabilty": 300})
+    assert robustmo.plan(max_new_tokens={"capability": 300}).config.max_new_tokens == {
+        "triggered": 24, "variants": 24, "clean": 24, "capability": 300, "unlocked": 24}
