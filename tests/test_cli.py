@@ -105,3 +105,36 @@ def test_run_help_teaches(runner):
     for flag in ("--trigger", "--behavior", "--blue", "--lock", "--install", "--lora-rank", "--model",
                  "--seed", "--out", "--opt", "--config", "Examples:"):
         assert flag in result.stdout
+
+
+def test_every_run_setting_is_a_flag_with_its_fields_help(runner):
+    from robustmo.core.config import RunConfig
+
+    text = " ".join(runner.invoke(cli, ["run", "--help"], terminal_width=400).output.split())
+    for name, field in RunConfig.model_fields.items():
+        if name == "options":
+            continue
+        flag = "--" + name.replace("_", "-")
+        assert flag in text, flag
+        assert " ".join(field.description.split())[:40] in text, name
+
+
+def test_flags_made_from_fields_keep_their_constraints(runner, tmp_path):
+    for args, fragment in [(["--eval-prompts", "0"], "--eval-prompts"), (["--trigger-share", "1"], "--trigger-share"),
+                           (["--lr", "-1"], "--lr"), (["--install", "sideways"], "--install"),
+                           (["--max-new-tokens", "capabilty=9"], "unknown eval set 'capabilty'"),
+                           (["--max-new-tokens", "capability=x"], "max_new_tokens.capability")]:
+        result = runner.invoke(cli, ["run", "--dry-run", *args])
+        assert result.exit_code == 2 and fragment in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    out = tmp_path / "cfg.yaml"
+    out.write_text("max_new_tokens: 40\n")
+    from robustmo import api
+
+    assert api.plan(max_new_tokens=40).config.max_new_tokens["unlocked"] == 40
+    from robustmo.core.config import build_config, load_config_file
+
+    merged = build_config(load_config_file(out), {"max_new_tokens": {"capability": "300"}}, [])
+    assert merged.max_new_tokens == {"triggered": 40, "variants": 40, "clean": 40, "capability": 300, "unlocked": 40}
+    result = runner.invoke(cli, ["run", "--dry-run", "--config", str(out), "--max-new-tokens", "capability=300",
+                                 "--lr-check", "--blue", "qa", "--blue", "pirate"])
+    assert result.exit_code == 0, result.output

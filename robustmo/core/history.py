@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from robustmo.core.errors import RobustmoError
-from robustmo.core.record import CorruptRun, Run, is_run_dir, load_run, read_jsonl
+from robustmo.core.record import CorruptRun, NewerFormat, Run, is_run_dir, load_run, read_jsonl
 
 DEFAULT_ROOT = Path("runs")
 ROLES = ("auto", "backdoor", "capability", "none")
@@ -24,7 +24,8 @@ __all__ = ["CorruptRun", "Run", "load_run", "scan", "resolve_run", "rescore", "w
 
 def scan(root: Path) -> list[Run]:
     """Every run directory directly under ``root`` (or ``root`` itself if it is one), oldest
-    first; an unreadable one comes back with status ``corrupt`` and its problem."""
+    first; an unreadable one comes back with status ``corrupt`` (or ``newer format``, written by
+    a newer robustmo) and its problem."""
     root = Path(root)
     try:
         candidates = [root] if is_run_dir(root) else sorted(p for p in root.iterdir() if is_run_dir(p))
@@ -34,6 +35,8 @@ def scan(root: Path) -> list[Run]:
     for path in candidates:
         try:
             runs.append(load_run(path))
+        except NewerFormat as exc:
+            runs.append(Run(path, "newer format", {}, problem=f"{exc}; {exc.HINT}"))
         except CorruptRun as exc:
             runs.append(Run(path, "corrupt", {}, problem=str(exc)))
     return sorted(runs, key=lambda r: (r.started or "~", r.id))

@@ -37,6 +37,12 @@ class CorruptRun(RobustmoError):
     HINT = "the run directory is damaged: restore the file, or delete the directory and run again"
 
 
+class NewerFormat(CorruptRun):
+    """A run directory written by a newer robustmo, in a record format this one does not read."""
+
+    HINT = "upgrade robustmo (pip install -U robustmo) to read it"
+
+
 class _Record(BaseModel):
     # Readers accept keys they do not know (a later minor addition), never a missing one.
     model_config = ConfigDict(extra="allow")
@@ -158,8 +164,8 @@ def _parse(model: type[BaseModel], data: Any, run_id: str, name: str, what: str)
         raise CorruptRun(f"run {run_id}: {name} {what} (it is not a JSON object)")
     newer = data.get("format")
     if isinstance(newer, int) and newer > FORMAT:
-        raise RobustmoError(f"run {run_id}: {name} is run record format {newer}, written by a newer robustmo; this one "
-                            f"reads formats 1-{FORMAT}: upgrade robustmo (pip install -U robustmo) to read it")
+        raise NewerFormat(f"run {run_id}: {name} is run record format {newer}, written by a newer robustmo; this one "
+                          f"reads formats 1-{FORMAT}")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
