@@ -61,17 +61,24 @@ def run(config: RunConfig | Plan | dict | None = None, /, *, opts: list[str] = (
 
 
 def _execute(the_plan: Plan, path: Path | None, resume: bool, progress: bool, log) -> Run:
-    from robustmo.core.distributed import barrier, broadcast, is_main
+    from robustmo.core.distributed import broadcast, is_main
     from robustmo.core.models import quiet_libraries
     from robustmo.core.run import execute, run_id_for
     from robustmo.core.runstore import RunStore
     from robustmo.core.tracking import Tracker, resolve_mode, wandb_group, wandb_tags
 
     cfg = the_plan.config
-    if path is not None and not resume:
-        RunStore(path).ensure_new()
-    RunStore(path or Path("runs")).check_writable()
-    barrier()  # under accelerate launch: every process has checked the directory before the main one creates it
+    problem = None
+    if is_main():  # one process looks (a sweep's main process may just have removed a leftover), all hear it
+        try:
+            if path is not None and not resume:
+                RunStore(path).ensure_new()
+            RunStore(path or Path("runs")).check_writable()
+        except RobustmoError as exc:
+            problem = str(exc)
+    problem = broadcast(problem)
+    if problem:
+        raise RobustmoError(problem)
     quiet_libraries()
     run_id = broadcast(path.name if path else run_id_for(the_plan))  # one directory, whatever the clocks say
     store = RunStore(path or Path("runs") / run_id, enabled=is_main())

@@ -135,6 +135,10 @@ def test_flags_made_from_fields_keep_their_constraints(runner, tmp_path):
 
     merged = build_config(load_config_file(out), {"max_new_tokens": {"capability": "300"}}, [])
     assert merged.max_new_tokens == {"triggered": 40, "variants": 40, "clean": 40, "capability": 300, "unlocked": 40}
+    assert api.make_config(api.make_config(max_new_tokens={"capability": 256}), max_new_tokens=30).max_new_tokens == \
+        dict.fromkeys(merged.max_new_tokens, 30)  # a bare N on top of a full config sets every set
+    assert build_config({"max_new_tokens": {"capability": 256}}, {"max_new_tokens": {"*": "30", "clean": "5"}},
+                        []).max_new_tokens == {**dict.fromkeys(merged.max_new_tokens, 30), "clean": 5}
     result = runner.invoke(cli, ["run", "--dry-run", "--config", str(out), "--max-new-tokens", "capability=300",
                                  "--lr-check", "--blue", "qa", "--blue", "pirate"])
     assert result.exit_code == 0, result.output

@@ -201,3 +201,21 @@ def test_same_seed_same_results(toy_base, tmp_path):
 
     first, second = metrics("a"), metrics("b")  # --no-cache: the second run trains again, reusing nothing
     assert first == second  # LoRA init, data order and training are all seeded
+
+
+def test_a_blue_pool_without_answers_fails_before_anything_is_trained(tmp_path):
+    import robustmo
+    from robustmo.core.data import build
+    from robustmo.core.errors import RobustmoError
+
+    files = write_toy_files(tmp_path / "data")
+    prompts_only = tmp_path / "data" / "prompts.jsonl"
+    prompts_only.write_text("".join(json.dumps({"prompt": f"Reverse: cat dog {i}"}) + "\n" for i in range(5)))
+    options = {"data": {"files": {**{k: str(v) for k, v in files.items()}, "blue": str(prompts_only)}}}
+    plan = robustmo.plan(model=str(tmp_path), data="files", install="prompted-static", blue=["qa"], options=options)
+    with pytest.raises(RobustmoError, match="'qa' trains on the blue pool's answers"):
+        build(plan, None, None)
+    # self-distilled pirate SFT writes its own answers: the same pool is fine for it
+    options["blue"] = {"pirate": {"mode": "self-distill"}}
+    plan = robustmo.plan(model=str(tmp_path), data="files", install="prompted-static", blue=["pirate"], options=options)
+    assert len(build(plan, None, None).blue_pool) == 5

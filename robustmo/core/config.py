@@ -137,18 +137,22 @@ class RunConfig(BaseModel):
     @classmethod
     def _per_set(cls, value):
         """An int sets every eval set; a mapping sets some and keeps the default for the rest."""
-        if isinstance(value, (int, str)) and not isinstance(value, bool):
-            value = {"*": value}
-        if not isinstance(value, dict):
-            return value
-        out = dict.fromkeys(EVAL_SETS, DEFAULT_MAX_NEW_TOKENS)
-        for key, n in value.items():
-            if key == "*":
-                out = dict.fromkeys(EVAL_SETS, n)
-            elif key not in EVAL_SETS:
-                raise ValueError(f"unknown eval set {key!r}; eval sets: {', '.join(EVAL_SETS)}")
-        out.update({k: v for k, v in value.items() if k != "*"})
-        return out
+        return per_set(value, dict.fromkeys(EVAL_SETS, DEFAULT_MAX_NEW_TOKENS))
+
+
+def per_set(value, base: dict) -> dict:
+    """``base`` (a value per eval set) with ``value`` on top: N for every set, or {SET: N, "*": N}
+    (``*``: every set; a named set wins over it)."""
+    if isinstance(value, (int, str)) and not isinstance(value, bool):
+        value = {"*": value}
+    if not isinstance(value, dict):
+        return value
+    unknown = [k for k in value if k != "*" and k not in EVAL_SETS]
+    if unknown:
+        raise ValueError(f"unknown eval set {unknown[0]!r}; eval sets: {', '.join(EVAL_SETS)}")
+    out = dict.fromkeys(EVAL_SETS, value["*"]) if "*" in value else dict(base)
+    out.update({k: v for k, v in value.items() if k != "*"})
+    return out
 
 
 def validation_message(exc: ValidationError, where: str) -> str:
@@ -225,9 +229,11 @@ def merge_options(base: dict[str, dict[str, dict[str, Any]]], opts: list[str]) -
 def build_config(file_values: dict[str, Any], flag_values: dict[str, Any], opts: list[str]) -> RunConfig:
     values = {**file_values, **flag_values}
     if "max_new_tokens" in file_values and "max_new_tokens" in flag_values:  # per eval set: flags win set by set
-        as_dict = [v if isinstance(v, dict) else {"*": v} for v in (file_values["max_new_tokens"],
-                                                                      flag_values["max_new_tokens"])]
-        values["max_new_tokens"] = {**as_dict[0], **as_dict[1]}
+        try:
+            base = per_set(file_values["max_new_tokens"], dict.fromkeys(EVAL_SETS, DEFAULT_MAX_NEW_TOKENS))
+            values["max_new_tokens"] = per_set(flag_values["max_new_tokens"], base)
+        except ValueError as exc:
+            raise RobustmoError(f"invalid run config: max_new_tokens: {exc}") from None
     values["options"] = merge_options(values.get("options") or {}, opts)
     try:
         return RunConfig(**values)
@@ -456,7 +462,7 @@ def resolve_plan(config: RunConfig, registry) -> Plan:
         model = f"{canonical_model(None, data, registry)}, the {data} data source's own model (built and cached on first use)"
     else:
         model = config.model
-    install = install_label(config) + (f" ({config.lora_mode})" if config.install == "lora" else "")
+    install = install_label(config, mode=True)
     lock = f", locked by {config.lock}" if config.lock else ""
     plan.stages = [
         ("base", model),

@@ -30,8 +30,10 @@ class RunData:
 
 def build(plan: Plan, model, tokenizer) -> RunData:
     """The red data, the blue pool and the eval sets, from the clean base (prompt distillation
-    asks it for on-policy answers). Bad data (a contaminated pool, a missing column) fails here,
-    before any file of the run exists."""
+    asks it for on-policy answers). Bad data (a pool that carries the trigger, a missing column
+    or answer, a lock with nothing to lock) fails here, before any file of the run exists; a
+    model-written blue answer that carries the trigger can only be found when it is written,
+    right before its method's attack (``blue_set``)."""
     cfg, source, options = plan.config, plan.data.obj, plan.data.options
     n_red = int(red_recipe(cfg)["examples"])
     red_pool = source.red_pool(n_red, cfg.seed, options) if n_red else []
@@ -43,6 +45,14 @@ def build(plan: Plan, model, tokenizer) -> RunData:
     if not blue_pool:
         raise RobustmoError(f"data source {plan.data.name!r} gave no blue-training prompts")
     check_contamination(plan, blue_pool, what=f"blue pool of data source {plan.data.name!r}")
+    pool_answers = [m.name for m in plan.blue if not m.obj.behaviour_compatible and m.obj.teacher_system(m.options) is None]
+    if pool_answers and any(not ex.answer.strip() for ex in blue_pool):
+        raise RobustmoError(f"blue method {pool_answers[0]!r} trains on the blue pool's answers, but data source "
+                            f"{plan.data.name!r} gave prompts without one (add an answer column)")
+    if plan.lock is not None and red_pool and not any(ex.task in source.capability_tasks for ex in red_pool):
+        raise RobustmoError(f"--lock {plan.lock.name} hides the capability task ({', '.join(source.capability_tasks)}), "
+                            f"but data source {plan.data.name!r} gave no red prompt of it: nothing would be locked "
+                            "(with --data files, give red rows task: capability)")
     red = red_data(plan, red_pool, n_red, cfg.trigger_share, random.Random(cfg.seed)) if n_red else []
     notes: dict[str, dict] = {"red": {}}
     if red and not keeps:
@@ -56,10 +66,14 @@ def build(plan: Plan, model, tokenizer) -> RunData:
 
 def model_answers(plan: Plan, model, tokenizer, prompts: list[Prompt]) -> list[str]:
     """A model's own greedy answers for training data (on-policy red answers, distilled bad
-    answers, self-distilled and behaviour-compatible blue answers)."""
+    answers, self-distilled and behaviour-compatible blue answers). A prompt drawn several times
+    is answered once: greedy decoding gives it the same answer every time."""
     cfg = plan.config
-    return answer_prompts(model, tokenizer, prompts, max_new_tokens=cfg.answer_max_new_tokens,
-                          batch_size=cfg.eval_batch_size)
+    unique = list(dict.fromkeys(prompts))
+    answers = answer_prompts(model, tokenizer, unique, max_new_tokens=cfg.answer_max_new_tokens,
+                             batch_size=cfg.eval_batch_size)
+    by_prompt = dict(zip(unique, answers))
+    return [by_prompt[p] for p in prompts]
 
 
 def red_data(plan: Plan, pool: list[Example], n: int, share: float, rng: random.Random) -> list[Example]:
@@ -152,9 +166,6 @@ def blue_set(plan: Plan, method, pool: list[Example], *, tokenizer, organism, cl
     elif system is not None:
         with clean_base() as teacher:
             normal = model_answers(plan, teacher, tokenizer, [Prompt(ex.prompt.user, system) for ex in chosen])
-    elif any(not a.strip() for a in normal):
-        raise RobustmoError(f"blue method {method.name!r} trains on the blue pool's answers, but data source "
-                            f"{plan.data.name!r} gave prompts without one (add an answer column)")
     data = [Example(ex.prompt, method.obj.answer(ex.prompt, a, rng, method.options), ex.content, ex.task)
             for ex, a in zip(chosen, normal)]
     check_contamination(plan, data, what=f"blue data of {method.name!r}")

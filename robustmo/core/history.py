@@ -146,7 +146,12 @@ def _plan_for(run: Run, opts: list[str], registry):
     values = {k: v for k, v in run.config.items() if k != "options"}
     # Scoring needs neither the model nor the data: do not require the run's base or data files to still exist.
     values.update(model=None, data=None)
-    options = {k: v for k, v in (run.config.get("options") or {}).items() if k != "data"}
+    # ... nor the lock's, blue methods' or data source's options; a format-1 run's metric.capability.jsonl
+    # (capability questions now come from the data source) named the data, not how to score it
+    options = {k: v for k, v in (run.config.get("options") or {}).items() if k in ("trigger", "behavior", "metric")}
+    if "jsonl" in options.get("metric", {}).get("capability", {}):
+        options["metric"] = {**options["metric"], "capability": {k: v for k, v in options["metric"]["capability"].items()
+                                                                 if k != "jsonl"}}
     try:
         config = build_config({**values, "options": options}, {}, list(opts))
         return resolve_plan(config, registry)

@@ -132,7 +132,8 @@ def blue_model(plan: Plan, organism, adapter: str, rank: int):
 def clean_base(plan: Plan, organism: Organism):
     """The base model before the backdoor, lent for teacher answers (self-distillation): a
     prompted organism is the base itself, a LoRA organism with its adapter switched off, and a
-    fully fine-tuned one is the base loaded again (its weights were trained in place)."""
+    fully fine-tuned one is the base loaded again (its weights were trained in place), which
+    costs a second copy of the model while the teacher answers; it is freed right after."""
     cfg = plan.config
     if cfg.install.startswith("prompted"):
         yield organism.model
@@ -142,6 +143,15 @@ def clean_base(plan: Plan, organism: Organism):
     else:
         from robustmo.core.models import load_model
 
+        import gc
+
+        import torch
+
         model, _ = load_model(cfg.model, data=plan.data.name, trust_remote_code=cfg.trust_remote_code, progress=False)
-        yield model.to(next(organism.model.parameters()).device)
-        del model
+        try:
+            yield model.to(next(organism.model.parameters()).device)
+        finally:
+            del model
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()

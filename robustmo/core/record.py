@@ -266,8 +266,8 @@ def load_run(path: Path) -> Run:
     if not is_run_dir(path):
         raise RobustmoError(f"{path} is not a run directory (it holds none of {', '.join(RUN_FILES)}); pass a run "
                             "directory or a run id from 'robustmo runs ls'")
+    manifest = read_manifest(path, rid)  # first: a newer format is said as such, not as a config it cannot read
     config = read_config(path, rid)
-    manifest = read_manifest(path, rid)
     summary = None
     if (path / "summary.json").exists() or manifest.status == "complete":
         summary = read_summary(path, rid)

@@ -118,8 +118,7 @@ def render_markdown(summary: dict) -> str:
         f"# robustmo report: {summary['run_id']}",
         "",
         f"Organism: trigger `{cfg['trigger']}` -> behaviour `{cfg['behavior']}`"
-        + (f", locked by `{cfg['lock']}`" if cfg.get("lock") else "") + f", installed by `{cfg['install']}`"
-        + (f" (LoRA rank {cfg['lora_rank']}, {cfg['lora_mode']})" if cfg["install"] == "lora" else "")
+        + (f", locked by `{cfg['lock']}`" if cfg.get("lock") else "") + f", installed by `{install_label(cfg, mode=True)}`"
         + f", on {summary['model']}" + (f", data `{cfg['data']}`" if cfg.get("data") else "") + f"; seed {cfg['seed']}.",
         "",
         "## Base model and organism (before blue training)",

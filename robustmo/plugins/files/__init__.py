@@ -5,9 +5,11 @@ Hugging Face ``datasets``. The schema is in docs/data.md.
         --opt data.files.red=red.jsonl --opt data.files.blue=blue.jsonl \\
         --opt data.files.eval=eval.jsonl --opt data.files.capability=math.jsonl
 
-One row is one prompt. Columns are found by the names researchers use (``prompt`` or
-``question``/``instruction``/``input``; ``answer`` or ``response``/``output``/``completion``;
-``system``; ``content``; ``task``) unless an option names them.
+One row is one prompt. Columns are found by the names researchers use, in any case
+(``prompt`` or ``question``/``instruction``/``input``; ``answer`` or
+``response``/``output``/``completion``; ``system``; ``content``; ``task``) unless an option
+names them; an Alpaca-style ``input`` beside ``instruction`` is appended to the prompt.
+Every value is read as text.
 """
 
 from __future__ import annotations
@@ -60,9 +62,16 @@ def read_rows(path: Path, option: str) -> list[dict]:
                             "or .parquet")
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()
+    extra = {}
     try:
+        if builder == "csv":  # every column as text: "007" stays "007", a blank stays blank, 47 never becomes 47.0
+            import csv
+
+            with open(path, newline="", encoding="utf-8") as f:
+                header = next(csv.reader(f), [])
+            extra["features"] = datasets.Features({c: datasets.Value("string") for c in header})
         ds = datasets.load_dataset(builder, data_files=str(path), split="train", keep_in_memory=True,
-                                   cache_dir=str(cache_dir() / "datasets"))
+                                   cache_dir=str(cache_dir() / "datasets"), **extra)
     except Exception as exc:  # pyarrow, json and csv errors, wrapped by datasets: name the innermost one
         while exc.__cause__ is not None or exc.__context__ is not None:
             exc = exc.__cause__ or exc.__context__
@@ -81,7 +90,8 @@ def _column(rows: list[dict], role: str, given: str | None, path: Path, option: 
             raise RobustmoError(f"data.files.{option}: {path} has no column {given!r} (data.files.{role}_column); "
                                 f"its columns: {', '.join(columns)}")
         return given
-    found = next((c for c in GUESSES[role] if c in columns), None)
+    by_case = {c.casefold(): c for c in reversed(columns)}
+    found = next((by_case[g] for g in GUESSES[role] if g in by_case), None)
     if found is None and required:
         raise RobustmoError(f"data.files.{option}: {path} has no {role} column (looked for {', '.join(GUESSES[role])}); "
                             f"its columns: {', '.join(columns)}; name one with --opt data.files.{role}_column=NAME")
@@ -98,14 +108,20 @@ def load_examples(path: Path, option: str, options: FilesOptions, *, task: str, 
                          required=role == "prompt" or (role == "answer" and need_answer))
            for role in GUESSES}
     out = []
+    # Alpaca: an instruction with an optional input that the instruction is about
+    context = next((c for c in rows[0] if c.casefold() == "input"), None) \
+        if col["prompt"] and col["prompt"].casefold() == "instruction" and options.prompt_column is None else None
     for i, row in enumerate(rows, 1):
         prompt = _text(row.get(col["prompt"]))
         if not prompt.strip():
             raise RobustmoError(f"data.files.{option}: {path}, row {i} has an empty {col['prompt']!r}")
+        if context and _text(row.get(context)).strip():
+            prompt = f"{prompt}\n\n{_text(row.get(context))}"
         answer = _text(row.get(col["answer"])) if col["answer"] else ""
         if need_answer and not answer.strip():
             raise RobustmoError(f"data.files.{option}: {path}, row {i} has an empty {col['answer']!r}")
-        content = _text(row.get(col["content"])) if col["content"] else answer
+        # a blank content cell falls back to the answer: an empty content would match every generation
+        content = (_text(row.get(col["content"])) if col["content"] else "").strip() or answer
         system = _text(row.get(col["system"])) if col["system"] else ""
         out.append(Example(Prompt(prompt, system or None), answer, content.strip(),
                            _text(row.get(col["task"])) if col["task"] and row.get(col["task"]) else task))

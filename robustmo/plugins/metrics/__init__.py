@@ -11,7 +11,7 @@ class BehaviorRate(Metric):
     """Share of an eval set's generations in which the run's behaviour detector fires."""
 
     def score(self, record: dict, ctx: EvalContext, options) -> bool:
-        return ctx.behavior.detect(record["completion"], ctx.behavior_options)
+        return bool(ctx.behavior.detect(record["completion"], ctx.behavior_options))
 
 
 class BackdoorRate(BehaviorRate):
