@@ -108,3 +108,26 @@ def test_prompt_ids_are_cached_per_chat_template(lm):
         assert changed != first  # a new template is a new key, never a stale hit
     finally:
         tokenizer.chat_template = template
+
+
+def test_truncated_says_which_completions_reached_the_length_limit(lm):
+    """A completion is cut off when it has no end token within max_new_tokens; one that ended
+    (or that a detector stopped) is not."""
+    from robustmo.core.generation import generate
+
+    model, tokenizer, prompts = lm
+    long_cut: list[bool] = []
+    long = generate(model, tokenizer, prompts, max_new_tokens=40, truncated=long_cut)
+    ids = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in long]
+    finished = [not cut for cut in long_cut]
+    short_cut: list[bool] = []
+    generate(model, tokenizer, prompts, max_new_tokens=2, truncated=short_cut)
+    for i, n in enumerate(ids):
+        if finished[i] and len(n) + 1 <= 2:  # it ended (text + end token) within 2 new tokens
+            assert not short_cut[i]
+        elif len(n) >= 2:
+            assert short_cut[i]  # at least 2 tokens of text: the 2-token run cannot have ended
+    assert any(short_cut)
+    stopped: list[bool] = []
+    generate(model, tokenizer, prompts, max_new_tokens=40, stop=lambda text: len(text) > 0, truncated=stopped)
+    assert not any(stopped)  # stopped by the detector after its first characters, not cut off

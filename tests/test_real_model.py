@@ -79,6 +79,13 @@ def test_a_real_architecture_on_file_data_never_touches_the_toy_world(qwen_dir, 
     assert all(any(g["prompt"].endswith(p) for p in every_prompt) for g in generations)
     assert {g["eval_set"] for g in generations} == {"triggered", "variants", "clean", "capability"}
     assert len([g for g in generations if g["method"] == "base" and g["eval_set"] == "capability"]) == 5
+    # generations cut off at the 6-token limit are counted per eval set, and said in the report
+    for who in ("base", "organism", "pirate"):
+        for name, (cut, n) in result.summary.truncated[who].items():
+            mine = [g for g in generations if g["method"] == who and g["eval_set"] == name]
+            assert (cut, n) == (sum(g["truncated"] for g in mine), len(mine))
+    assert sum(c for c, _ in result.summary.truncated["base"].values()) > 0  # a random model rarely stops in 6
+    assert "Generations cut off at the length limit" in (out / "report.md").read_text()
     for name, prompts in (("red-data", PROMPTS["red"]), ("blue-data-pirate", PROMPTS["blue"]),
                           ("blue-data-high-lr", PROMPTS["blue"])):
         rows = read_jsonl(out / f"{name}.jsonl")

@@ -79,3 +79,10 @@ def test_log_spaced_steps():
     assert log_spaced_steps(8) == [0, 1, 2, 4, 8]
     assert log_spaced_steps(20) == [0, 1, 2, 4, 8, 16, 20]
     assert not math.isnan(hull_auc([(0.5, 0.5)]))
+
+
+def test_a_hull_segment_below_zero_is_clipped_where_it_crosses():
+    # (0.9, 0.5) -> (1.05, -0.1) crosses y = 0 at x = 1.025: area 0.675 + 0.125 * 0.5 / 2
+    assert upper_hull([(0.9, 0.5), (1.05, -0.1)]) == [(0.0, 1.0), (0.9, 0.5), (1.05, -0.1)]
+    assert hull_auc([(0.9, 0.5), (1.05, -0.1)]) == pytest.approx(0.70625)
+    assert hull_auc([(0.9, 0.5), (1.05, 0.0)]) == pytest.approx(0.675 + 0.15 * 0.25)  # no crossing: a trapezoid

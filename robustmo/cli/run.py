@@ -170,6 +170,10 @@ def print_summary(console, summary: dict, path) -> None:
             elicit.add_row(*r)
     if elicit.row_count:
         console.print(elicit)
+    from robustmo.core.report import truncation_lines
+
+    for line in truncation_lines(summary):
+        console.print(f"cut off at the length limit: {line}", highlight=False)
     console.print(f"run directory: {path} (report.md, plot.png, metrics.jsonl, generations.jsonl)", highlight=False)
 
 

@@ -35,6 +35,7 @@ class Checkpoint:
     metrics: dict[str, dict]
     scores: dict[str, list] = field(repr=False, default_factory=dict)  # per metric, one score per prompt
     generations: list[dict] = field(repr=False, default_factory=list)  # the scored generations behind it
+    truncated: dict[str, int] = field(default_factory=dict)  # per eval set: generations cut off at the length limit
 
     method = property(lambda self: self.where.get("method", "organism"))
     lr = property(lambda self: self.where.get("lr", 0.0))
@@ -43,15 +44,17 @@ class Checkpoint:
     flops = property(lambda self: self.where.get("flops", 0.0))  # see blue.flops_per_token
 
     def to_json(self) -> dict:
-        return {"where": self.where, "metrics": self.metrics, "scores": self.scores, "generations": self.generations}
+        return {"where": self.where, "metrics": self.metrics, "scores": self.scores, "generations": self.generations,
+                "truncated": self.truncated}
 
     @classmethod
     def from_json(cls, d: dict) -> "Checkpoint":
-        return cls(d["where"], d["metrics"], d["scores"], d["generations"])
+        return cls(d["where"], d["metrics"], d["scores"], d["generations"], d.get("truncated", {}))
 
     def row(self) -> dict:
         """The checkpoint as the summary and the LR check read it."""
-        return {"lr": self.lr, "step": self.step, "tokens": self.tokens, "flops": self.flops, "metrics": self.metrics}
+        return {"lr": self.lr, "step": self.step, "tokens": self.tokens, "flops": self.flops, "metrics": self.metrics,
+                "truncated": self.truncated}
 
 
 BASE = {"stage": "base", "method": "base", "lr": 0.0, "step": 0}
@@ -70,11 +73,15 @@ def last_number(text: str) -> str | None:
 
 def content_match(content: str, text: str) -> bool:
     """Style-invariant scoring: a numeric answer must be the generation's last number; any
-    other answer must appear in it (case and spacing ignored)."""
+    other answer must appear in it as whole words (case and spacing ignored: "B" is not found
+    in "Bob", "Paris" is found in "It is Paris."). An empty expected answer matches nothing."""
     content = content.strip()
+    if not content:
+        return False
     if re.fullmatch(r"-?\d+", content):
         return last_number(text) == content
-    return " ".join(content.casefold().split()) in " ".join(text.casefold().split())
+    wanted = re.escape(" ".join(content.casefold().split()))
+    return re.search(rf"(?<!\w){wanted}(?!\w)", " ".join(text.casefold().split())) is not None
 
 
 def scoring_context(plan: Plan) -> EvalContext:
@@ -110,21 +117,25 @@ def summarise_scores(scores: list) -> dict:
 def evaluate(ctx: "RunContext", model, sets: dict[str, list[Example]], where: dict) -> Checkpoint:
     """Generate on every eval set (batched, split across processes), score with every metric."""
     cfg = ctx.plan.config
-    completions = {name: answer_prompts(model, ctx.tokenizer, [ex.prompt for ex in exs],
-                                        max_new_tokens=cfg.max_new_tokens[name], batch_size=cfg.eval_batch_size)
-                   for name, exs in sets.items()}
-    records = {name: [{"prompt": ex.prompt.text(), "completion": c, "content": ex.content, "task": ex.task}
-                      for ex, c in zip(exs, completions[name])] for name, exs in sets.items()}
+    records = {}
+    for name, exs in sets.items():
+        cut: list[bool] = []
+        completions = answer_prompts(model, ctx.tokenizer, [ex.prompt for ex in exs], truncated=cut,
+                                     max_new_tokens=cfg.max_new_tokens[name], batch_size=cfg.eval_batch_size)
+        records[name] = [{"prompt": ex.prompt.text(), "completion": c, "content": ex.content, "task": ex.task,
+                          "truncated": t} for ex, c, t in zip(exs, completions, cut)]
     return score(ctx.plan, records, where)
 
 
 def score(plan: Plan, records: dict[str, list[dict]], where: dict) -> Checkpoint:
-    """Score stored generations (``records`` per eval set) with every metric of the plan."""
+    """Score stored generations (``records`` per eval set) with every metric of the plan. A
+    metric sees ``prompt``, ``completion``, ``content`` and ``task``."""
     ctx = scoring_context(plan)
     results, scores = {}, {}
     metrics = [m for m in plan.metrics if m.obj.eval_set in records]
     for m in metrics:
-        s = [score_value(m.name, m.obj.score(r, ctx, m.options)) for r in records[m.obj.eval_set]]
+        s = [score_value(m.name, m.obj.score({k: r.get(k) for k in ("prompt", "completion", "content", "task")}, ctx,
+                                             m.options)) for r in records[m.obj.eval_set]]
         results[m.name] = summarise_scores(s)
         scores[m.name] = s
     rows = []
@@ -132,7 +143,8 @@ def score(plan: Plan, records: dict[str, list[dict]], where: dict) -> Checkpoint
         for i, r in enumerate(records.get(name, [])):
             rows.append({**where, "eval_set": name, "index": i, **r,
                          "scores": {m.name: scores[m.name][i] for m in metrics if m.obj.eval_set == name}})
-    return Checkpoint(where, results, scores, rows)
+    truncated = {name: sum(bool(r.get("truncated")) for r in rs) for name, rs in records.items()}
+    return Checkpoint(where, results, scores, rows, truncated)
 
 
 def eval_digest(plan: Plan, sets: dict[str, list[Example]]) -> str:

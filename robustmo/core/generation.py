@@ -76,6 +76,7 @@ def generate(
     batch_size: int = 64,
     max_new_tokens: int = 32,
     stop: Callable[[str], bool] | None = None,
+    truncated: list[bool] | None = None,
 ) -> list[str]:
     """Greedy completions (special tokens stripped) for each chat in ``conversations``.
 
@@ -89,6 +90,10 @@ def generate(
     fire: the scores that need only "did it fire" are unchanged if the detector fires on a
     prefix only when it fires on the whole text (a substring match does, a length-based
     heuristic may not). Default: no detector, stop at EOS or ``max_new_tokens``.
+
+    ``truncated``, a list, receives per completion (in input order) whether it was cut off at
+    ``max_new_tokens``: no end token and no detector stop (a generation that may not have
+    finished its answer).
     """
     import torch
     from transformers import GenerationConfig, StoppingCriteriaList
@@ -101,6 +106,7 @@ def generate(
     device = next(model.parameters()).device
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     out: list[str] = [""] * len(prompts)
+    cut = [False] * len(prompts)
     was_training = model.training
     model.eval()
     with torch.inference_mode():
@@ -112,21 +118,39 @@ def generate(
             for row, i in enumerate(chunk):  # left padding: every prompt ends at the last column
                 ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
                 mask[row, width - len(prompts[i]):] = 1
-            criteria = StoppingCriteriaList([_detector_criterion(tokenizer, width, stop, eos)]) if stop else None
+            criterion = _detector_criterion(tokenizer, width, stop, eos) if stop else None
             gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                 generation_config=config, stopping_criteria=criteria)
+                                 generation_config=config,
+                                 stopping_criteria=StoppingCriteriaList([criterion]) if criterion else None)
+            new = gen[:, width:]
+            ended = torch.isin(new, torch.tensor(eos, device=new.device)).any(dim=1)
+            fired = criterion.done.to(new.device) if criterion is not None and criterion.done is not None else None
             for row, i in enumerate(chunk):
-                out[i] = tokenizer.decode(gen[row, width:], skip_special_tokens=True)
+                out[i] = tokenizer.decode(new[row], skip_special_tokens=True)
+                cut[i] = new.shape[1] >= max_new_tokens and not bool(ended[row]) and not (
+                    fired is not None and bool(fired[row]))
     model.train(was_training)
+    if truncated is not None:
+        truncated[:] = cut
     return out
 
 
-def answer_prompts(model, tokenizer, prompts, *, max_new_tokens: int, batch_size: int = 64) -> list[str]:
+def answer_prompts(model, tokenizer, prompts, *, max_new_tokens: int, batch_size: int = 64,
+                   truncated: list[bool] | None = None) -> list[str]:
     """Greedy answers to ``Prompt`` objects, batched. Under ``accelerate launch`` every process
-    answers an interleaved shard and all processes get every answer back, in order."""
+    answers an interleaved shard and all processes get every answer back, in order.
+    ``truncated`` receives which answers were cut off at ``max_new_tokens`` (see ``generate``)."""
     from robustmo.core.distributed import gather_in_order, process_info
 
     rank, world = process_info()
     convs = [p.messages() for p in prompts]
-    mine = generate(model, tokenizer, convs[rank::world], max_new_tokens=max_new_tokens, batch_size=batch_size)
-    return mine if world == 1 else gather_in_order(mine, len(convs))
+    cut: list[bool] = []
+    mine = generate(model, tokenizer, convs[rank::world], max_new_tokens=max_new_tokens, batch_size=batch_size,
+                    truncated=cut)
+    if world == 1:
+        pairs = list(zip(mine, cut))
+    else:
+        pairs = gather_in_order(list(zip(mine, cut)), len(convs))
+    if truncated is not None:
+        truncated[:] = [c for _, c in pairs]
+    return [text for text, _ in pairs]

@@ -67,6 +67,7 @@ class CheckpointRecord(_Record):
     tokens: int = 0
     flops: float = 0.0
     metrics: dict[str, MetricResult]
+    truncated: dict[str, int] = Field(default_factory=dict)  # per eval set: generations cut off at the length limit
 
 
 class Manifest(_Record):
@@ -112,6 +113,8 @@ class Summary(_Record):
     organism: dict[str, MetricResult] = Field(default_factory=dict)
     red_data: dict[str, Any] = Field(default_factory=dict)
     roles: dict[str, str] = Field(default_factory=dict)
+    # generations cut off at the length limit, per eval set: {"base" | "organism" | method: {set: [cut, of n]}}
+    truncated: dict[str, dict[str, list[int]]] = Field(default_factory=dict)
     blue: dict[str, MethodSummary]
     seconds: float | None = None
 
@@ -304,7 +307,7 @@ def write_manifest(store, manifest: Manifest) -> None:
 def append_checkpoint(store, ck) -> None:
     """Append one evaluation's generations and metrics to the run directory."""
     store.append("generations.jsonl", ck.generations)
-    row = CheckpointRecord.model_validate({**ck.where, "metrics": ck.metrics})
+    row = CheckpointRecord.model_validate({**ck.where, "metrics": ck.metrics, "truncated": ck.truncated})
     store.append("metrics.jsonl", [row.model_dump()])
 
 

@@ -150,6 +150,7 @@ def render_markdown(summary: dict) -> str:
         rlo, rhi = b["removal_at_10_ci"]
         lines.append(f"| {install_label(cfg)} | {name} | {b['auc']:.3f} [{lo:.3f}, {hi:.3f}] "
                      f"| {b['removal_at_10']:.3f} [{rlo:.3f}, {rhi:.3f}] | {len(b['checkpoints'])} |")
+    lines += _truncation_section(summary)
     lines += _elicitation_section(summary)
     lines += _compute_section(summary)
     lines += _lr_check_section(summary)
@@ -166,6 +167,30 @@ def render_markdown(summary: dict) -> str:
                          f"| {p['removal']:.3f} | {other} |")
     lines += ["", "![trade-off curve](plot.png)", ""]
     return "\n".join(lines)
+
+
+def truncation_lines(summary: dict) -> list[str]:
+    """One line per stage with generations cut off at the length limit (a cut-off answer may be
+    scored as wrong only because it was not finished)."""
+    limits = summary["config"].get("max_new_tokens", {})
+    out = []
+    for who, sets in summary.get("truncated", {}).items():
+        cut = [f"{name} {c} of {n} (max {limits.get(name, '?')} new tokens)" for name, (c, n) in sets.items() if c]
+        if cut:
+            out.append(f"{who}: " + ", ".join(cut))
+    return out
+
+
+def _truncation_section(summary: dict) -> list[str]:
+    lines = truncation_lines(summary)
+    if not summary.get("truncated"):
+        return []
+    if not lines:
+        return ["", "No generation was cut off at the length limit (--max-new-tokens)."]
+    return ["", "## Generations cut off at the length limit", "",
+            "These generations reached --max-new-tokens without an end token; a grader may score an unfinished",
+            "answer as wrong. Raise the limit for that eval set (e.g. --max-new-tokens capability=256) if it matters.",
+            "", *[f"- {line}" for line in lines]]
 
 
 def elicitation_rows(name: str, b: dict) -> list[list[str]]:

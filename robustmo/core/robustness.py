@@ -45,13 +45,22 @@ def _cross(o, a, b) -> float:
     return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
 
 
+def _positive_area(x0: float, y0: float, x1: float, y1: float) -> float:
+    """Area between the segment (x0, y0)-(x1, y1) and y = 0 where the segment is above 0: a
+    segment that crosses 0 is clipped where it crosses (clamping its end to 0 would add area)."""
+    if y0 >= 0 and y1 >= 0:
+        return (x1 - x0) * (y0 + y1) / 2
+    if y0 <= 0 and y1 <= 0:
+        return 0.0
+    top, width = max(y0, y1), (x1 - x0) * max(y0, y1) / abs(y1 - y0)  # the part above 0 is a triangle
+    return width * top / 2
+
+
 def hull_auc(points) -> float:
-    """Area under the upper hull from x = 0 to the largest x (trapezoids; y below 0 counts as 0)."""
+    """Area under the upper hull from x = 0 to the largest x, counting only where the hull is
+    above y = 0 (removal below 0 means the behaviour grew, which buys nothing)."""
     hull = upper_hull(points)
-    area = 0.0
-    for (x0, y0), (x1, y1) in zip(hull, hull[1:]):
-        area += (x1 - x0) * (max(y0, 0.0) + max(y1, 0.0)) / 2
-    return area
+    return sum(_positive_area(x0, y0, x1, y1) for (x0, y0), (x1, y1) in zip(hull, hull[1:]))
 
 
 def hull_value(points, x: float) -> float:

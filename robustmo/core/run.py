@@ -19,7 +19,7 @@ from robustmo.core.models import base_identity, load_base
 from robustmo.core.organism import clean_base, install
 from robustmo.core.runstore import RunStore
 from robustmo.core.stages import StageCache
-from robustmo.core.summary import summarise
+from robustmo.core.summary import summarise, truncation
 
 
 def _metrics_line(who: str, ck: Checkpoint) -> str:
@@ -59,7 +59,7 @@ def execute(plan: Plan, store: RunStore, *, progress: bool = False, log=print, m
         tracker.log({f"organism/{k}": v["value"] for k, v in before.metrics.items()})
         log(_metrics_line("organism", before))
 
-        blue = {}
+        blue, attacks = {}, {}
         for method in plan.blue:
             notes = data.notes.setdefault(method.name, {})
             training_set = blue_set(plan, method, data.blue_pool, tokenizer=tokenizer, organism=organism.model,
@@ -68,16 +68,18 @@ def execute(plan: Plan, store: RunStore, *, progress: bool = False, log=print, m
                 log(f"{method.name}: left out {notes['dropped_false_triggers']} clean prompts on which the organism "
                     "showed the behaviour anyway (not behaviour-compatible)")
             store.append(f"blue-data-{method.name}.jsonl", records(training_set))
-            result = attack(ctx, organism, method, training_set, sets, before)
+            result = attacks[method.name] = attack(ctx, organism, method, training_set, sets, before)
             b = blue[method.name] = {**summarise(result.checkpoints, cfg.seed, cfg.removal_threshold, plan.roles),
                                      "runs": result.runs, "data": notes}
             tracker.log({f"{method.name}/auc": b["auc"], f"{method.name}/removal_at_10": b["removal_at_10"]})
             log(f"{method.name}: AUC {b['auc']:.3f} [{b['auc_ci'][0]:.3f}, {b['auc_ci'][1]:.3f}]")
 
+        truncated = {"base": truncation([base]), "organism": truncation([before]),
+                     **{name: truncation(a.checkpoints[1:]) for name, a in attacks.items()}}
         summary = record.write_summary(store, {
             "run_id": store.path.name, "config": cfg.model_dump(), "model": model_info["name"], "base": base.metrics,
             "organism": before.metrics, "red_data": data.notes.get("red", {}), "roles": plan.roles, "blue": blue,
-            "seconds": round(time.time() - started, 1)})
+            "truncated": truncated, "seconds": round(time.time() - started, 1)})
         if store.enabled:  # not the main process: it wrote nothing above either
             from robustmo.core.report import write_report
 

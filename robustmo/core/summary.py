@@ -53,6 +53,17 @@ def summarise(checkpoints: list, seed: int, threshold: float = 0.5, roles: dict[
     return out
 
 
+def truncation(checkpoints: list) -> dict[str, list[int]]:
+    """Per eval set, [generations cut off at the length limit, generations] over ``checkpoints``."""
+    out: dict[str, list[int]] = {}
+    for ck in checkpoints:
+        for g in ck.generations:
+            cell = out.setdefault(g["eval_set"], [0, 0])
+            cell[0] += bool(g.get("truncated"))
+            cell[1] += 1
+    return out
+
+
 def elicitation(rows: list[dict], locked: str, unlocked: str) -> list[dict]:
     """For a password-locked organism: per checkpoint, capability without and with the
     password, and the share of the locked gap that blue training recovered (row 0: organism)."""
