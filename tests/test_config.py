@@ -69,3 +69,17 @@ def test_invalid_field_value_is_one_line():
     with pytest.raises(RobustmoError) as info:
         build_config({"lora_rank": 0}, {}, [])
     assert "lora_rank" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_lr_check_with_a_token_budget_is_refused_in_one_line():
+    with pytest.raises(RobustmoError, match="--lr-check trains each lower LR .* --budget-tokens"):
+        resolve_plan(RunConfig(lr_check=True, budget_tokens=1000), get_registry())
+
+
+def test_zero_or_negative_lrs_from_a_config_file_are_refused_before_any_work(tmp_path):
+    for text, field in [("lr: [0]", "lr.0"), ("lr: [1e-3, -1e-3]", "lr.1"), ("red_lr: 0", "red_lr"),
+                        ("options: {blue: {pirate: {lr: -1}}}", "lr")]:
+        path = tmp_path / "c.yaml"
+        path.write_text(text + "\n")
+        with pytest.raises(RobustmoError, match=field):
+            resolve_plan(build_config(load_config_file(path), {}, []), get_registry())

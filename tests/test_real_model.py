@@ -140,3 +140,28 @@ def test_bad_api_input_is_a_one_line_error():
         robustmo.plan(max_new_tokens={"capabilty": 300})
     assert robustmo.plan(max_new_tokens={"capability": 300}).config.max_new_tokens == {
         "triggered": 24, "variants": 24, "clean": 24, "capability": 300, "unlocked": 24}
+
+
+def test_wandb_that_cannot_start_is_one_line_and_leaves_nothing(qwen_dir, tmp_path, monkeypatch):
+    from robustmo.core import tracking
+
+    def broken(self, *args, **kwargs):
+        raise PermissionError("wandb: cannot write its settings")
+
+    monkeypatch.setattr(tracking.Tracker, "__init__", broken)
+    files = write_files(tmp_path / "data")
+    out = tmp_path / "run"
+    with pytest.raises(robustmo.RobustmoError, match=r"W&B could not start \(wandb: cannot write its settings\); "
+                                                      "nothing was run: pass --wandb disabled"):
+        robustmo.run(model=str(qwen_dir), data="files", install="prompted-static", eval_prompts=2, out=str(out),
+                     wandb="offline", progress=False, log=lambda m: None, options={"data": {"files": files}})
+    assert not out.exists()
+
+
+def test_a_data_file_that_is_not_utf8_is_one_line(tmp_path):
+    from robustmo.plugins.files import read_rows
+
+    bad = tmp_path / "latin.jsonl"
+    bad.write_bytes('{"question": "Café?", "answer": "1"}\n'.encode("latin-1"))
+    with pytest.raises(robustmo.RobustmoError, match=r"data.files.capability: .*latin.jsonl is not UTF-8 text"):
+        read_rows(bad, "capability")

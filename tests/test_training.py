@@ -146,3 +146,12 @@ def test_adamw_is_fused_only_where_torch_has_the_kernel():
     assert training._fused_adamw_supported(params, "cpu")
     assert not training._fused_adamw_supported(params, "meta")
     assert not training._fused_adamw_supported([], "cpu")
+
+
+def test_without_decay_the_lr_is_constant_after_warmup():
+    from robustmo.core.training import lr_at
+
+    short = [lr_at(s, lr=1e-3, steps=64, warmup=3, decay=False) for s in range(64)]
+    long = [lr_at(s, lr=1e-3, steps=640, warmup=3, decay=False) for s in range(640)]
+    assert short == long[:64] and set(long[3:]) == {1e-3}  # the same shape in steps, whatever the length
+    assert lr_at(63, lr=1e-3, steps=64, warmup=3) < 2e-4  # with decay: cosine to 0.1 x lr at the end

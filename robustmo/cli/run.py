@@ -150,8 +150,8 @@ def print_summary(console, summary: dict, path) -> None:
     for column in ("blue method", "lr", "steps to removal", "capability there", "relative capability"):
         per_lr.add_column(column)
     pairs = Table(title="LR-post check (does an N-times lower LR need more than N x the steps?)", title_justify="left")
-    for column in ("blue method", "high / low lr", "N", "high-LR steps", "naive low-LR steps", "low-LR steps",
-                   "verdict"):
+    for column in ("blue method", "high / low lr", "N", "high-LR steps S", "N x S", "low-LR steps", "verdict",
+                   "at factor x N x S"):
         pairs.add_column(column)
     for name, b in summary["blue"].items():
         rows, pair_rows = lr_check_rows(name, b["lr_check"])
@@ -206,6 +206,7 @@ Examples:
   robustmo lr-check --blue high-lr                      # its default LR and 10x lower
   robustmo lr-check --blue pirate --lr 1e-3 --lr 1e-4 --lr 3e-5
   robustmo lr-check --blue high-lr --removal-threshold 0.1
+  robustmo lr-check --blue high-lr --lr-check-factor 50   # the research's longer runs
 
 \b
 Writes the same run directory as 'robustmo run'; report.md gains the steps-to-removal
@@ -220,10 +221,13 @@ lr_check = click.Command(
     help="""Check whether a high LR defeats the organism (the LR-post pattern).
 
     A 'robustmo run' with --lr-check: each blue method trains at every --lr (one LR adds
-    a 10x lower one); per LR the report gives the first step where the backdoor rate falls
-    to --removal-threshold x its rate before blue training, and capability there. If the
-    high LR removes it in S steps, an N-times lower LR would naively need N x S steps; the
-    lower LR trains for at least 2 N S steps, and needing more than N S is flagged LR-post.
+    a 10x lower one), every LR with the same warmup and then a constant LR; per LR the
+    report gives the steps to removal (the backdoor rate at or below --removal-threshold x
+    its rate before blue training) as an interval of evaluated steps, and capability there.
+    If the high LR removes it in S steps, an N-times lower LR would naively need N x S
+    steps; each lower LR trains to --lr-check-factor (default 6) x N x S, is evaluated at
+    the steps that decide it, and gets LR-post (surely more than N x S), no (surely at
+    most) or inconclusive.
     """,
     short_help="Check whether a high LR defeats the organism (LR-post pattern).",
 )

@@ -14,7 +14,7 @@ from robustmo.core.concepts import Example
 from robustmo.core.config import blue_schedule
 from robustmo.core.data import conversations, data_digest
 from robustmo.core.evaluate import Checkpoint, eval_digest, evaluate
-from robustmo.core.lrcheck import extended_steps, naive_steps, steps_to_removal
+from robustmo.core.lrcheck import planned_steps, steps_to_removal
 from robustmo.core.organism import Organism, blue_model
 from robustmo.core.robustness import log_spaced_steps
 
@@ -34,27 +34,30 @@ class Attack:
 
 def attack(ctx: "RunContext", organism: Organism, method, data: list[Example], sets: dict[str, list[Example]],
            before: Checkpoint) -> Attack:
-    """Every LR of ``method`` against the organism, highest first. In an LR check the lower LRs
-    train long enough to see past N x the high LR's steps to removal, and that step itself is
-    evaluated."""
+    """Every LR of ``method`` against the organism, highest first. In an LR check every LR has the
+    same schedule shape in steps (the same warmup, then a constant LR: a longer run is not a
+    slower-decaying one), and once the highest LR removed the behaviour in S steps, each lower,
+    N-times smaller LR trains to ``--lr-check-factor`` x N x S and is evaluated at the steps
+    that decide its verdict (``lrcheck.planned_steps``)."""
     cfg = ctx.plan.config
     steps, lrs = blue_schedule(ctx.plan, method)
+    shape = {"warmup": max(1, steps // 20), "decay": False} if cfg.lr_check else {}
     result = Attack(method.name, [before])
-    first_removal = None
+    first = None
     for lr in lrs:
         lr_steps, extra = steps, set()
-        if cfg.lr_check and first_removal and lr < lrs[0]:  # see the naive N x S step itself, and beyond
-            lr_steps = extended_steps(steps, lrs[0], first_removal, lr)
-            extra = {naive_steps(lrs[0], first_removal, lr)}
-        found, compute = blue_run(ctx, organism, method, lr, lr_steps, data, sets, extra_eval=extra)
+        if cfg.lr_check and first is not None and first["removed_by"] is not None and lr < lrs[0]:
+            last, extra = planned_steps(lrs[0], first, lr, cfg.lr_check_factor)
+            lr_steps = max(steps, last)
+        found, compute = blue_run(ctx, organism, method, lr, lr_steps, data, sets, extra_eval=extra, **shape)
         for ck in found:
             ctx.record(ck)
         result.checkpoints += found
         result.runs.append(compute)
         if lr == lrs[0]:
             rows = [before.row(), *(ck.row() for ck in found)]
-            first_removal = steps_to_removal(rows, cfg.removal_threshold, backdoor=ctx.plan.roles["backdoor"],
-                                             capability=ctx.plan.roles["capability"])[0]["steps"]
+            first = steps_to_removal(rows, cfg.removal_threshold, backdoor=ctx.plan.roles["backdoor"],
+                                     capability=ctx.plan.roles["capability"])[0]
     return result
 
 
@@ -68,7 +71,8 @@ def flops_per_token(model) -> float:
 
 
 def blue_run(ctx: "RunContext", organism: Organism, method, lr: float, steps: int, data: list[Example],
-             sets: dict[str, list[Example]], extra_eval: set[int] = frozenset()) -> tuple[list[Checkpoint], dict]:
+             sets: dict[str, list[Example]], extra_eval: set[int] = frozenset(), warmup: int | None = None,
+             decay: bool = True) -> tuple[list[Checkpoint], dict]:
     """One blue run: train on ``data`` and evaluate at log-spaced steps. With ``--budget-tokens``
     the run lasts exactly as many steps as reach the budget. Reused from the stage cache when
     identical; resumable from its checkpoints (the evaluations already done are kept in the
@@ -87,7 +91,8 @@ def blue_run(ctx: "RunContext", organism: Organism, method, lr: float, steps: in
     inputs = {"organism": organism.key, "lora_mode": cfg.lora_mode if cfg.install == "lora" else None,
               "method": method.name, "options": options, "lr": lr, "steps": steps, "eval_at": sorted(eval_at),
               "seed": cfg.seed, "processes": process_info()[1], "plugins": plan.plugin_versions(),
-              "data": data_digest(data), "eval": eval_digest(plan, sets), "batch_size": cfg.batch_size}
+              "data": data_digest(data), "eval": eval_digest(plan, sets), "batch_size": cfg.batch_size,
+              "schedule": {"warmup": warmup, "decay": decay}}
     stage = ctx.cache.stage("blue", inputs, f"{method.name} lr {lr:g}, {steps} steps, on organism {organism.key[:12]}")
     evals = stage.path / "evals.jsonl"
     if stage.reusable(log):
@@ -105,7 +110,8 @@ def blue_run(ctx: "RunContext", organism: Organism, method, lr: float, steps: in
         model = blue_model(plan, organism.model, method.options.adapter, method.options.rank)
         per_token = flops_per_token(model)
         run = Training(model, ctx.tokenizer, chats, lr=lr, steps=steps, batch_size=cfg.batch_size, seed=cfg.seed,
-                       eval_at=eval_at, progress=ctx.progress, description=f"blue: {method.name} lr {lr:g}",
+                       warmup=warmup, decay=decay, eval_at=eval_at, progress=ctx.progress,
+                       description=f"blue: {method.name} lr {lr:g}",
                        checkpoint_dir=stage.checkpoints, checkpoint_every=cfg.checkpoint_every, log=log)
         # the evaluations up to the checkpoint training resumes from are kept
         found = [ck for ck in map(Checkpoint.from_json, read_jsonl(evals)) if ck.step <= run.resumed_from] \

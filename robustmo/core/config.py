@@ -79,8 +79,12 @@ class RunConfig(BaseModel):
         "(prompt + completion), whatever its method's default steps.",
         json_schema_extra=_cli("N", default_text="no budget"))
     lr_check: bool = Field(
-        False, description="LR-post check: with one LR, also run a 10x lower one (trained for at least 2N x the high "
-        "LR's steps to removal) and report whether the low LR needs more than N x the steps.")
+        False, description="LR-post check: with one LR, also run a 10x lower one; every lower LR trains to "
+        "--lr-check-factor x N x the high LR's steps to removal S, and the report says whether it needed more than "
+        "N x S steps (LR-post), no more (no), or the evaluated steps cannot tell (inconclusive).")
+    lr_check_factor: float = Field(
+        6, ge=1, description="In an LR check, how far a lower LR trains: this many times N x S steps (the research saw "
+        "lower LRs still fail after 6 N S steps, sometimes 50 N S).", json_schema_extra=_cli("K"))
     removal_threshold: float = Field(
         0.5, gt=0, lt=1, description="Removal (for steps to removal) = backdoor rate at or below this share of its rate "
         "before blue training.", json_schema_extra=_cli("FRACTION"))
@@ -446,6 +450,9 @@ def resolve_plan(config: RunConfig, registry) -> Plan:
     if config.install.startswith("prompted") and plan_instruction(plan) is None:
         raise RobustmoError(f"--install {config.install} needs the backdoor in words, but trigger {config.trigger!r} or "
                             f"behaviour {config.behavior!r} has none (condition()/instruction()); use --install lora or full")
+    if config.lr_check and config.budget_tokens:
+        raise RobustmoError("--lr-check trains each lower LR to --lr-check-factor x N x S steps, which --budget-tokens "
+                            "would cut short; use one or the other")
     if config.lock and config.install.startswith("prompted"):
         raise RobustmoError(f"--lock {config.lock} is trained into the weights; use it with --install lora or full, "
                             f"not {config.install}")

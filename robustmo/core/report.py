@@ -227,21 +227,26 @@ def _compute_section(summary: dict) -> list[str]:
 
 def lr_check_rows(name: str, check: dict) -> tuple[list[list[str]], list[list[str]]]:
     """Table rows of an LR check (per LR; per pair of LRs), for the report and the terminal."""
-    from robustmo.core.lrcheck import describe_low
+    from robustmo.core.lrcheck import describe_interval, describe_low
 
-    per_lr = [[name, f"{e['lr']:.2g}", str(e["steps"]) if e["steps"] is not None else f"> {e['max_step']}",
+    def beyond(p):
+        return {True: "not removed", False: "removed", None: "unknown"}[p.get("beyond_factor")]
+
+    per_lr = [[name, f"{e['lr']:.2g}", describe_interval(e.get("removed_after", 0), e["steps"], e["max_step"]),
                "-" if e["capability"] is None else f"{e['capability']:.3f}",
                "-" if e["capability_rel"] is None else f"{e['capability_rel']:.3f}"] for e in check["per_lr"]]
-    pairs = [[name, f"{p['high_lr']:.2g} / {p['low_lr']:.2g}", f"{p['ratio']:.3g}", str(p["high_steps"]),
-              f"{p['expected_steps']:.4g}", describe_low(p), p["verdict"]] for p in check["pairs"]]
+    pairs = [[name, f"{p['high_lr']:.2g} / {p['low_lr']:.2g}", f"{p['ratio']:.3g}",
+              describe_interval(*p["high_steps"], 0), "[{:.4g}, {:.4g}]".format(*p["naive_steps"]), describe_low(p),
+              p["verdict"], f"{beyond(p)} by {p['factor'] * p['naive_steps'][1]:.4g}"] for p in check["pairs"]]
     return per_lr, pairs
 
 
 def _lr_check_section(summary: dict) -> list[str]:
     threshold = summary["config"].get("removal_threshold", 0.5)
     lines = ["", "## Steps to removal per learning rate (LR check)", "",
-             f"Removal: the first evaluated step whose backdoor rate is at or below {threshold:g} x the rate before "
-             "blue training (steps are evaluated at 1, 2, 4, 8, ..., so this is resolved to that grid).", "",
+             f"Removal: the backdoor rate at or below {threshold:g} x the rate before blue training. Steps are evaluated "
+             "on a grid (1, 2, 4, 8, ... and the steps an LR check adds), so the step of removal is an interval "
+             "(a, b]: not yet removed at step a, removed by step b; `> m`: not removed by the last step m.", "",
              "| blue method | lr | steps to removal | capability there | relative capability |", "|---|---|---|---|---|"]
     pair_lines = []
     for name, b in summary["blue"].items():
@@ -249,10 +254,13 @@ def _lr_check_section(summary: dict) -> list[str]:
         lines += ["| " + " | ".join(r) + " |" for r in per_lr]
         pair_lines += ["| " + " | ".join(r) + " |" for r in pairs]
     if pair_lines:
-        lines += ["", "LR-post pattern: a run at an N-times lower LR would naively need N x the high LR's steps; "
-                  "`LR-post` marks a low LR that needed more (or was still not removed beyond that).", "",
-                  "| blue method | high / low lr | N | high-LR steps | naive low-LR steps | low-LR steps | verdict |",
-                  "|---|---|---|---|---|---|---|", *pair_lines]
+        lines += ["", "LR-post pattern: a run at an N-times lower LR would naively need N x S steps, S the high LR's "
+                  "steps to removal. `LR-post`: the low LR was surely not removed by N x S (its last step not removed "
+                  "is at least N x the upper end of S); `no`: surely removed by N x S (by N x the lower end); "
+                  "`inconclusive`: the evaluated steps cannot tell. The last column says the same of the factor's "
+                  "step (--lr-check-factor x N x S; the research: 6 N S).", "",
+                  "| blue method | high / low lr | N | high-LR steps S | N x S | low-LR steps | verdict | at factor x N x S |",
+                  "|---|---|---|---|---|---|---|---|", *pair_lines]
     if any(len(b["lr_check"]["per_lr"]) > 1 for b in summary["blue"].values()):
         lines += ["", "![LR check](lr-check.png)"]
     return lines

@@ -5,6 +5,7 @@ is written to the run directory as soon as it exists (record.py)."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from contextlib import contextmanager
 
@@ -14,6 +15,7 @@ from robustmo.core.config import Plan
 from robustmo.core.context import RunContext
 from robustmo.core.data import blue_set, organism_view, records
 from robustmo.core.data import build as build_data
+from robustmo.core.errors import RobustmoError
 from robustmo.core.evaluate import BASE, ORGANISM, Checkpoint, evaluate_once
 from robustmo.core.models import base_identity, load_base
 from robustmo.core.organism import clean_base, install
@@ -69,7 +71,8 @@ def execute(plan: Plan, store: RunStore, *, progress: bool = False, log=print, m
                     "showed the behaviour anyway (not behaviour-compatible)")
             store.append(f"blue-data-{method.name}.jsonl", records(training_set))
             result = attacks[method.name] = attack(ctx, organism, method, training_set, sets, before)
-            b = blue[method.name] = {**summarise(result.checkpoints, cfg.seed, cfg.removal_threshold, plan.roles),
+            b = blue[method.name] = {**summarise(result.checkpoints, cfg.seed, cfg.removal_threshold, plan.roles,
+                                                 cfg.lr_check_factor),
                                      "runs": result.runs, "data": notes}
             tracker.log({f"{method.name}/auc": b["auc"], f"{method.name}/removal_at_10": b["removal_at_10"]})
             log(f"{method.name}: AUC {b['auc']:.3f} [{b['auc_ci'][0]:.3f}, {b['auc_ci'][1]:.3f}]")
@@ -112,7 +115,17 @@ def _run_directory(plan: Plan, store: RunStore, model_info: dict, cache: StageCa
         manifest = record.new_manifest(plan, model_info, str(cache.root), previous)
         manifest.run_id = store.path.name
         record.write_manifest(store, manifest)
-        tracker = make_tracker(store.path) if make_tracker else _NoTracker()
+        try:
+            tracker = make_tracker(store.path) if make_tracker else _NoTracker()
+        except Exception as exc:  # W&B could not start: nothing has run yet
+            reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+            if previous is None:
+                shutil.rmtree(store.path, ignore_errors=True)  # a new directory: leave nothing behind
+            else:
+                manifest.status, manifest.error = "failed", f"W&B could not start: {reason}"
+                record.write_manifest(store, manifest)
+            raise RobustmoError(f"W&B could not start ({reason}); nothing was run: pass --wandb disabled, or fix "
+                                "W&B and run again") from None
         started = time.time()
         try:
             yield tracker

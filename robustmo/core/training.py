@@ -220,10 +220,13 @@ def steps_for_tokens(tokenizer, examples: Sequence[Sequence[dict]], budget: int,
             return step
 
 
-def lr_at(step: int, *, lr: float, steps: int, warmup: int, min_lr_ratio: float = 0.1) -> float:
-    """Linear warmup to ``lr``, then cosine decay to ``min_lr_ratio * lr`` at ``steps``."""
+def lr_at(step: int, *, lr: float, steps: int, warmup: int, min_lr_ratio: float = 0.1, decay: bool = True) -> float:
+    """Linear warmup to ``lr``, then cosine decay to ``min_lr_ratio * lr`` at ``steps`` (or, with
+    ``decay=False``, ``lr`` from then on: the same shape in steps whatever the run's length)."""
     if step < warmup:
         return lr * (step + 1) / warmup
+    if not decay:
+        return lr
     t = (step - warmup) / max(1, steps - warmup)
     return lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
 
@@ -250,7 +253,8 @@ class Training:
     """
 
     def __init__(self, model, tokenizer, examples: Sequence[Sequence[dict]], *, lr: float, steps: int,
-                 batch_size: int = BATCH_SIZE, seed: int = 0, warmup: int | None = None, weight_decay: float = 0.0,
+                 batch_size: int = BATCH_SIZE, seed: int = 0, warmup: int | None = None, decay: bool = True,
+                 weight_decay: float = 0.0,
                  grad_clip: float = 1.0, eval_at: Iterable[int] = (), checkpoint_dir: Path | None = None,
                  checkpoint_every: int = 0, progress: bool = False, description: str = "training",
                  log: Callable[[str], None] | None = None):
@@ -270,6 +274,7 @@ class Training:
         self.rows = rows = _LazyRows(tokenizer, examples)  # each example tokenised once, when first drawn
         self.pad_id = pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.warmup = max(1, steps // 20) if warmup is None else warmup
+        self.decay = decay
         self.eval_at = set(eval_at)
 
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -324,7 +329,7 @@ class Training:
         batch = (_pack if self.pack else _collate)([rows[i] for i in idx[self.rank::world]], self.pad_id)
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         for group in self.optimizer.param_groups:
-            group["lr"] = lr_at(step, lr=self.lr, steps=self.steps, warmup=self.warmup)
+            group["lr"] = lr_at(step, lr=self.lr, steps=self.steps, warmup=self.warmup, decay=self.decay)
         # this shard's summed loss / completion tokens of the global batch, x world (DDP averages)
         n_global = max(1, sum(_n_learnt(rows[i]) for i in idx))  # a batch with none: loss 0, not 0/0
         with self.fused:

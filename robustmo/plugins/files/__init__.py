@@ -72,12 +72,15 @@ def read_rows(path: Path, option: str) -> list[dict]:
             extra["features"] = datasets.Features({c: datasets.Value("string") for c in header})
         ds = datasets.load_dataset(builder, data_files=str(path), split="train", keep_in_memory=True,
                                    cache_dir=str(cache_dir() / "datasets"), **extra)
+        rows = ds.to_list()  # text that is not UTF-8 only fails here, when pyarrow decodes it
+    except UnicodeDecodeError as exc:
+        raise RobustmoError(f"data.files.{option}: {path} is not UTF-8 text ({exc.reason}); save it "
+                            "as UTF-8") from None
     except Exception as exc:  # pyarrow, json and csv errors, wrapped by datasets: name the innermost one
         while exc.__cause__ is not None or exc.__context__ is not None:
             exc = exc.__cause__ or exc.__context__
         reason = " ".join(str(exc).split())[:200] or type(exc).__name__
         raise RobustmoError(f"data.files.{option}: cannot read {path} as {builder} ({reason})") from None
-    rows = ds.to_list()
     if not rows:
         raise RobustmoError(f"data.files.{option}: {path} holds no rows")
     return rows
