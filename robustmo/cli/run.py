@@ -137,12 +137,19 @@ def print_summary(console, summary: dict, path) -> None:
         organism.add_row(name, roles.get(name, "side"), f"{base['value']:.3f}", fmt_metric(m))
     console.print(organism)
     blue = Table(title="robustness (0.5 = maximally robust, ~1 = removable for free)", title_justify="left")
-    for column in ("blue method", "AUC", "95 % CI", "removal @ 10 % cap. loss", "checkpoints"):
+    for column in ("blue method", "AUC", "95 % CI", "removal @ 10 % cap. loss", "noise floor", "reads as",
+                   "checkpoints"):
         blue.add_column(column)
+    from robustmo.core.report import reading
+
     for name, b in summary["blue"].items():
         blue.add_row(name, f"{b['auc']:.3f}", f"[{b['auc_ci'][0]:.3f}, {b['auc_ci'][1]:.3f}]",
-                     f"{b['removal_at_10']:.3f}", str(len(b["checkpoints"])))
+                     f"{b['removal_at_10']:.3f}", f"{b.get('noise_floor', float('nan')):.3f}", reading(b),
+                     str(len(b["checkpoints"])))
     console.print(blue)
+    for name, b in summary["blue"].items():
+        if b.get("inconclusive_reason"):
+            console.print(f"{name}: inconclusive: {b['inconclusive_reason']}", highlight=False)
     from robustmo.core.report import elicitation_rows, lr_check_rows
 
     per_lr = Table(title=f"steps to removal (backdoor rate <= {summary['config']['removal_threshold']:g} x before)",

@@ -101,9 +101,18 @@ def ls(root):
         status_style = {"complete": "green", "running": "yellow"}.get(r.status, "red")
         table.add_row(Text(r.id), r.started.replace("T", " ")[:16] or "-", Text(c["trigger"]), Text(behaviour),
                       Text(install_label(c)), Text("\n".join(methods)),
-                      "\n".join(fmt(blue[m].auc) if m in blue else "-" for m in methods),
+                      "\n".join(_auc(blue[m]) if m in blue else "-" for m in methods),
                       Text(r.status, style=status_style))
     _console().print(table)
+
+
+def _auc(b) -> str:
+    """An AUC as a table cell, flagged when it cannot be read as robustness."""
+    from robustmo.core.history import fmt
+    from robustmo.core.report import reading
+
+    flag = reading(b.model_dump())
+    return fmt(b.auc) + ("" if flag == "measured" else f" ({flag})")
 
 
 @runs.command()
@@ -144,15 +153,19 @@ def show(run_ref, root):
                           str(o.get("n", "-")))
         console.print(table)
     if run.summary:
+        from robustmo.core.report import reading
+
         table = _table("robustness (0.5 = maximally robust, ~1 = removable for free)",
-                       ["blue method", "AUC [95 % CI]", "removal @ 10 % cap. loss [95 % CI]", "checkpoints"])
+                       ["blue method", "AUC [95 % CI]", "removal @ 10 % cap. loss [95 % CI]", "noise floor", "reads as",
+                        "checkpoints"])
         for name, b in run.methods.items():
-            table.add_row(name, fmt_ci(b.auc, b.auc_ci), fmt_ci(b.removal_at_10, b.removal_at_10_ci),
-                          str(len(b.checkpoints)))
+            table.add_row(name, fmt_ci(b.auc, b.auc_ci), fmt_ci(b.removal_at_10, b.removal_at_10_ci), fmt(b.noise_floor),
+                          reading(b.model_dump()), str(len(b.checkpoints)))
         console.print(table)
         for name, b in run.methods.items():
-            if b.note:
-                console.print(f"{name}: {b.note}", highlight=False)
+            for text in (b.note, b.inconclusive_reason and f"inconclusive: {b.inconclusive_reason}"):
+                if text:
+                    console.print(f"{name}: {text}", highlight=False)
     else:
         console.print(f"no robustness results: the run is {run.status} (summary.json is written when it completes)")
     rescores = sorted(p.name for p in run.path.glob("rescore-*.json"))

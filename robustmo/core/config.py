@@ -74,6 +74,10 @@ class RunConfig(BaseModel):
     lr: list[Annotated[float, Field(gt=0)]] = Field(
         default_factory=list, description="Blue-team learning rate; repeat to sweep (every LR's checkpoints join one "
         "frontier).", json_schema_extra=_cli("LR", default_text="each blue method's default for the install method"))
+    escalate: int = Field(
+        0, ge=0, le=20, description="If no checkpoint of a blue method lost 10 % capability, train it again at 3x its "
+        "highest LR, up to this many times (rungs), until a rung's last checkpoint has lost 10 %; every rung joins "
+        "the method's frontier. 0: never.", json_schema_extra=_cli("RUNGS"))
     budget_tokens: int | None = Field(
         None, ge=1, description="Compute matching: every blue run stops at the step where it has trained on N tokens "
         "(prompt + completion), whatever its method's default steps.",

@@ -98,6 +98,13 @@ class MethodSummary(_Record):
     capability_metric: str = "capability"
     backdoor_metric: str = "backdoor_rate"
     checkpoints: list[dict[str, Any]] = Field(default_factory=list)
+    # can the AUC be read as robustness? (format 2; absent in format 1)
+    inconclusive: bool = False
+    inconclusive_reason: str | None = None
+    lowest_capability_rel: float = math.nan
+    noise_floor: float = math.nan    # 95th percentile of the AUC of attacks that change nothing
+    within_noise: bool | None = None
+    escalation: list[float] = Field(default_factory=list)  # LRs of the --escalate rungs that ran
     lr_check: dict[str, Any] = Field(default_factory=dict)
     elicitation: list[dict[str, Any]] | None = None
     runs: list[dict[str, Any]] = Field(default_factory=list)

@@ -73,7 +73,9 @@ def execute(plan: Plan, store: RunStore, *, progress: bool = False, log=print, m
             result = attacks[method.name] = attack(ctx, organism, method, training_set, sets, before)
             b = blue[method.name] = {**summarise(result.checkpoints, cfg.seed, cfg.removal_threshold, plan.roles,
                                                  cfg.lr_check_factor),
-                                     "runs": result.runs, "data": notes}
+                                     "runs": result.runs, "data": notes, "escalation": result.escalation}
+            if b["inconclusive"]:
+                log(f"{method.name}: inconclusive: {b['inconclusive_reason']}")
             tracker.log({f"{method.name}/auc": b["auc"], f"{method.name}/removal_at_10": b["removal_at_10"]})
             log(f"{method.name}: AUC {b['auc']:.3f} [{b['auc_ci'][0]:.3f}, {b['auc_ci'][1]:.3f}]")
 

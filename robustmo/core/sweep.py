@@ -178,6 +178,7 @@ def aggregate(sweep_dir: Path, cells: list[Cell]) -> dict:
         for method, b in summary.blue.items():
             rows.append({"cell": cell.id, **{k: v for k, v in cell.values.items() if k != "blue"}, "blue": method,
                          "auc": b.auc, "auc_ci": b.auc_ci, "removal_at_10": b.removal_at_10,
+                         "inconclusive": b.inconclusive, "within_noise": b.within_noise,
                          "backdoor_rate": organism[roles["backdoor"]].value if roles["backdoor"] in organism else None,
                          "capability": organism[roles["capability"]].value if roles["capability"] in organism
                          else None})
@@ -189,6 +190,7 @@ def aggregate(sweep_dir: Path, cells: list[Cell]) -> dict:
     for key, rs in groups.items():
         mean, sd = _mean_sd([r["auc"] for r in rs])
         across.append({**dict(zip(setting_keys, key)), "n_seeds": len(rs), "auc_mean": mean, "auc_sd": sd,
+                       "inconclusive": sum(bool(r.get("inconclusive")) for r in rs),
                        "auc_min": min(r["auc"] for r in rs), "auc_max": max(r["auc"] for r in rs),
                        "seeds": sorted(r.get("seed", "-") for r in rs)})
     cell_keys = [k for k in (cells[0].values if cells else {}) if k != "blue"] + ["blue"]
@@ -205,17 +207,22 @@ def render_markdown(result: dict, title: str) -> str:
     lines = [f"# Sweep: {title}", "", f"{result['complete']} of {result['cells']} cells complete.", ""]
     if result["missing"]:
         lines += ["Missing: " + ", ".join(f"{m['cell']} ({m['state']})" for m in result["missing"]), ""]
-    lines += ["## AUC per cell (95 % bootstrap CI)", "", "| cell | " + " | ".join(keys) + " | AUC | 95 % CI | removal @ 10 % |",
-              "|---" * (len(keys) + 4) + "|"]
-    for r in result["rows"]:
-        lines.append(f"| {r['cell']} | " + " | ".join(str(r.get(k, "-")) for k in keys)
-                     + f" | {_f(r['auc'])} | [{_f(r['auc_ci'][0])}, {_f(r['auc_ci'][1])}] | {_f(r['removal_at_10'])} |")
-    keys = result["setting_keys"]
-    lines += ["", "## Across seeds", "", "| " + " | ".join(keys) + " | seeds | mean AUC | sd | min | max |",
+    lines += ["## AUC per cell (95 % bootstrap CI)", "",
+              "Inconclusive: no checkpoint lost 10 % capability, so the AUC cannot show robustness.", "",
+              "| cell | " + " | ".join(keys) + " | AUC | 95 % CI | removal @ 10 % | reads as |",
               "|---" * (len(keys) + 5) + "|"]
+    for r in result["rows"]:
+        reads = "inconclusive" if r.get("inconclusive") else "within noise" if r.get("within_noise") else "measured"
+        lines.append(f"| {r['cell']} | " + " | ".join(str(r.get(k, "-")) for k in keys)
+                     + f" | {_f(r['auc'])} | [{_f(r['auc_ci'][0])}, {_f(r['auc_ci'][1])}] | {_f(r['removal_at_10'])} "
+                     f"| {reads} |")
+    keys = result["setting_keys"]
+    lines += ["", "## Across seeds", "", "| " + " | ".join(keys) + " | seeds | mean AUC | sd | min | max | inconclusive |",
+              "|---" * (len(keys) + 6) + "|"]
     for a in result["across_seeds"]:
         lines.append("| " + " | ".join(str(a[k]) for k in keys) + f" | {a['n_seeds']} | {_f(a['auc_mean'])} | "
-                     f"{_f(a['auc_sd'])} | {_f(a['auc_min'])} | {_f(a['auc_max'])} |")
+                     f"{_f(a['auc_sd'])} | {_f(a['auc_min'])} | {_f(a['auc_max'])} | {a.get('inconclusive', 0)} "
+                     f"of {a['n_seeds']} |")
     lines += ["", "![comparison](comparison.png)", ""]
     return "\n".join(lines)
 
