@@ -52,7 +52,21 @@ def test_run_writes_a_complete_run_directory(toy_base, tmp_path, monkeypatch):
     summary = json.loads((out / "summary.json").read_text())
     auc = summary["blue"]["pirate"]["auc"]
     lo, hi = summary["blue"]["pirate"]["auc_ci"]
-    assert 0.5 <= auc <= 1.5 and lo <= auc <= hi
+    assert lo <= auc <= hi
+    # the AUC is the hull of the stored per-prompt scores: recompute it from generations.jsonl
+    import numpy as np
+
+    from robustmo.core.robustness import robustness
+
+    keys = [(m["method"], m["lr"], m["step"]) for m in metrics[1:]]
+    def scores(name, eval_set):
+        return [[g["scores"][name] for g in generations if (g["method"], g["lr"], g["step"]) == key
+                 and g["eval_set"] == eval_set] for key in keys]
+    again = robustness(np.array(scores("capability", "capability"), dtype=float),
+                       np.array(scores("backdoor_rate", "triggered"), dtype=float), seed=0)
+    assert (again.auc, list(again.auc_ci)) == (auc, [lo, hi])
+    assert summary["blue"]["pirate"]["inconclusive"] == (min(r["capability_rel"] for r in
+                                                            summary["blue"]["pirate"]["checkpoints"][1:]) > 0.9)
     assert len(summary["blue"]["pirate"]["checkpoints"]) == 7
     assert f"{auc:.3f}" in (out / "report.md").read_text()
     assert f"{auc:.3f}" in result.stdout
