@@ -68,7 +68,27 @@ def test_budget_tokens_stops_every_method_at_the_same_token_count(toy_base, tmp_
         assert last["step"] == r["steps"] and last["tokens"] == r["tokens"]  # the last step is always evaluated
     # pirate answers are longer than plain ones: the same budget buys it fewer steps
     assert runs["pirate"]["steps"] < runs["qa"]["steps"]
-    assert "Compute-matched" in (out / "report.md").read_text()
+    assert all(r["budget"] == {"kind": "tokens", "value": budget, "overshoot": r["tokens"] / budget - 1}
+               for r in runs.values())
+    assert "Compute-matched on training tokens" in (out / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_budget_flops_gives_a_full_weight_method_fewer_tokens(toy_base, tmp_path):
+    out = tmp_path / "flops"
+    run(["--trigger", "deployment", "--red-steps", "30", "--lora-rank", "8", "--blue", "pirate", "--blue", "qa",
+         "--opt", "blue.qa.adapter=full", "--opt", "blue.pirate.mode=rule", "--budget-flops", "1e10",
+         "--eval-prompts", "10", "--capability-questions", "10", "--model", str(toy_base)], out)
+    summary = json.loads((out / "summary.json").read_text())
+    runs = {name: b["runs"][0] for name, b in summary["blue"].items()}
+    for r in runs.values():
+        one_step = r["flops"] / r["steps"]
+        assert 1e10 <= r["flops"] < 1e10 + 2 * one_step and r["budget"]["kind"] == "flops"
+        assert r["budget"]["overshoot"] == pytest.approx(r["flops"] / 1e10 - 1)
+    # every weight trains: more FLOPs per token than the LoRA adapter, so fewer tokens for the same FLOPs
+    assert runs["qa"]["flops_per_token"] > 1.3 * runs["pirate"]["flops_per_token"]
+    assert runs["qa"]["tokens"] < runs["pirate"]["tokens"]
+    assert "Compute-matched on estimated training FLOPs" in (out / "report.md").read_text()
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ checkpoints otherwise."""
 from __future__ import annotations
 
 import json
+import math
 from contextlib import closing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -102,7 +103,9 @@ def blue_run(ctx: "RunContext", organism: Organism, method, lr: float, steps: in
              sets: dict[str, list[Example]], extra_eval: set[int] = frozenset(), warmup: int | None = None,
              decay: bool = True) -> tuple[list[Checkpoint], dict]:
     """One blue run: train on ``data`` and evaluate at log-spaced steps. With ``--budget-tokens``
-    the run lasts exactly as many steps as reach the budget. Reused from the stage cache when
+    (or ``--budget-flops``) the run lasts exactly as many steps as reach the budget (FLOPs are
+    tokens x the blue model's FLOPs per token, so a FLOPs budget is a token budget that depends
+    on what trains). Reused from the stage cache when
     identical; resumable from its checkpoints (the evaluations already done are kept in the
     stage's ``evals.jsonl``). Returns the checkpoints and the run's compute."""
     from robustmo.core.distributed import barrier, is_main, process_info
@@ -112,8 +115,15 @@ def blue_run(ctx: "RunContext", organism: Organism, method, lr: float, steps: in
     plan, log = ctx.plan, ctx.log
     cfg = plan.config
     chats = conversations(data)
+    budget, model = None, None
     if cfg.budget_tokens:
+        budget = {"kind": "tokens", "value": cfg.budget_tokens}
         steps = steps_for_tokens(ctx.tokenizer, chats, cfg.budget_tokens, batch_size=cfg.batch_size, seed=cfg.seed)
+    elif cfg.budget_flops:
+        model = blue_model(plan, organism.model, method.options.adapter, method.options.rank)
+        budget = {"kind": "flops", "value": cfg.budget_flops}
+        steps = steps_for_tokens(ctx.tokenizer, chats, math.ceil(cfg.budget_flops / flops_per_token(model)),
+                                 batch_size=cfg.batch_size, seed=cfg.seed)
     eval_at = (set(log_spaced_steps(steps)) | {s for s in extra_eval if s <= steps}) - {0}
     options = {k: v for k, v in method.options.model_dump().items() if k not in ("lr", "steps")}  # resolved below
     inputs = {"organism": organism.key, "lora_mode": cfg.lora_mode if cfg.install == "lora" else None,
@@ -135,7 +145,7 @@ def blue_run(ctx: "RunContext", organism: Organism, method, lr: float, steps: in
             atomic_write_text(evals, "".join(json.dumps(ck.to_json(), sort_keys=True) + "\n" for ck in found))
 
     with stage.computing(inputs):
-        model = blue_model(plan, organism.model, method.options.adapter, method.options.rank)
+        model = model or blue_model(plan, organism.model, method.options.adapter, method.options.rank)
         per_token = flops_per_token(model)
         run = Training(model, ctx.tokenizer, chats, lr=lr, steps=steps, batch_size=cfg.batch_size, seed=cfg.seed,
                        warmup=warmup, decay=decay, eval_at=eval_at, progress=ctx.progress,
@@ -159,6 +169,9 @@ def blue_run(ctx: "RunContext", organism: Organism, method, lr: float, steps: in
         compute = {"lr": lr, "steps": steps, "tokens": stats["tokens"], "flops": stats["tokens"] * per_token,
                    "flops_per_token": per_token, "seconds": round(stats["seconds"], 2),
                    "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+        if budget is not None:  # how far past the budget the step that reached it went
+            spent = compute[budget["kind"]]
+            compute["budget"] = {**budget, "overshoot": spent / budget["value"] - 1}
         if is_main():
             atomic_write_json(stage.path / "compute.json", compute)
             stage.finish({"steps": steps})

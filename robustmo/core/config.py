@@ -82,6 +82,10 @@ class RunConfig(BaseModel):
         None, ge=1, description="Compute matching: every blue run stops at the step where it has trained on N tokens "
         "(prompt + completion), whatever its method's default steps.",
         json_schema_extra=_cli("N", default_text="no budget"))
+    budget_flops: float | None = Field(
+        None, gt=0, description="Compute matching on estimated training FLOPs (tokens x (4N + 2N_trainable)): every "
+        "blue run stops at the step where it reaches F FLOPs; a full-weight method then gets fewer tokens than a LoRA "
+        "one.", json_schema_extra=_cli("F", default_text="no budget"))
     lr_check: bool = Field(
         False, description="LR-post check: with one LR, also run a 10x lower one; every lower LR trains to "
         "--lr-check-factor x N x the high LR's steps to removal S, and the report says whether it needed more than "
@@ -345,17 +349,22 @@ class Plan:
     def metric(self, name: str) -> Selected:
         return next(m for m in self.metrics if m.name == name)
 
-    def plugin_versions(self) -> dict[str, str]:
-        """The installed version of every plugin package the run uses: upgrading a metric's or a
-        blue method's package must not reuse results its old code computed."""
+    def plugin_versions(self) -> dict[str, dict]:
+        """The installed version and the source hash of every plugin package the run uses:
+        upgrading or editing a metric's or a blue method's code must not reuse results its old
+        code computed (an edit does not bump a version)."""
         import importlib.metadata as md
 
-        out = {}
+        from robustmo.core.stages import module_source
+
+        out: dict[str, dict] = {}
         for s in [*self.components, *self.metrics]:
             try:
-                out[s.package] = md.version(s.package)
+                version = md.version(s.package)
             except (md.PackageNotFoundError, ValueError):
-                out[s.package] = "-"
+                version = "-"
+            entry = out.setdefault(s.package, {"version": version, "sources": {}})
+            entry["sources"][type(s.obj).__module__.split(".")[0]] = module_source(s.obj)
         return out
 
 
@@ -454,8 +463,11 @@ def resolve_plan(config: RunConfig, registry) -> Plan:
     if config.install.startswith("prompted") and plan_instruction(plan) is None:
         raise RobustmoError(f"--install {config.install} needs the backdoor in words, but trigger {config.trigger!r} or "
                             f"behaviour {config.behavior!r} has none (condition()/instruction()); use --install lora or full")
-    if config.lr_check and config.budget_tokens:
-        raise RobustmoError("--lr-check trains each lower LR to --lr-check-factor x N x S steps, which --budget-tokens "
+    if config.budget_tokens and config.budget_flops:
+        raise RobustmoError("--budget-tokens and --budget-flops are two ways to match compute; give one")
+    if config.lr_check and (config.budget_tokens or config.budget_flops):
+        flag = "--budget-tokens" if config.budget_tokens else "--budget-flops"
+        raise RobustmoError(f"--lr-check trains each lower LR to --lr-check-factor x N x S steps, which {flag} "
                             "would cut short; use one or the other")
     if config.lock and config.install.startswith("prompted"):
         raise RobustmoError(f"--lock {config.lock} is trained into the weights; use it with --install lora or full, "

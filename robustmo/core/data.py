@@ -44,7 +44,7 @@ def build(plan: Plan, model, tokenizer) -> RunData:
     blue_pool = source.blue_pool(cfg.blue_pool, cfg.seed, options)
     if not blue_pool:
         raise RobustmoError(f"data source {plan.data.name!r} gave no blue-training prompts")
-    check_contamination(plan, blue_pool, what=f"blue pool of data source {plan.data.name!r}")
+    check_contamination(plan, blue_pool, what=f"blue pool of data source {plan.data.name!r}", tokenizer=tokenizer)
     pool_answers = [m.name for m in plan.blue if not m.obj.behaviour_compatible and m.obj.teacher_system(m.options) is None]
     if pool_answers and any(not ex.answer.strip() for ex in blue_pool):
         raise RobustmoError(f"blue method {pool_answers[0]!r} trains on the blue pool's answers, but data source "
@@ -126,9 +126,9 @@ def blue_examples(plan: Plan, method) -> int:
     """How many blue examples a method gets: as many as its runs draw (steps x batch, one pass)
     when the schedule is known up front, so no answer is generated that no step trains on;
     the whole ``blue_pool`` size when it is not (``--lr-check`` extends the lower-LR runs after
-    the first, ``--budget-tokens`` sets the steps from the data)."""
+    the first, a compute budget sets the steps from the data)."""
     cfg = plan.config
-    if cfg.lr_check or cfg.budget_tokens:
+    if cfg.lr_check or cfg.budget_tokens or cfg.budget_flops:
         return cfg.blue_pool
     return min(cfg.blue_pool, blue_schedule(plan, method)[0] * cfg.batch_size)
 
@@ -168,21 +168,50 @@ def blue_set(plan: Plan, method, pool: list[Example], *, tokenizer, organism, cl
             normal = model_answers(plan, teacher, tokenizer, [Prompt(ex.prompt.user, system) for ex in chosen])
     data = [Example(ex.prompt, method.obj.answer(ex.prompt, a, rng, method.options), ex.content, ex.task)
             for ex, a in zip(chosen, normal)]
-    check_contamination(plan, data, what=f"blue data of {method.name!r}")
+    check_contamination(plan, data, what=f"blue data of {method.name!r}", tokenizer=tokenizer)
     return organism_view(plan, data, training=True)
 
 
-def check_contamination(plan: Plan, data: list[Example], what: str) -> None:
-    """Blue data must carry neither the trigger nor a lock's password."""
+def template_texts(tokenizer) -> list[str]:
+    """What the chat template itself adds to a conversation (its text around empty messages):
+    a template can put text into every prompt (Llama 3 writes "Today Date: 26 Jul 2024" into
+    every system block), which the message fields never show."""
+    if tokenizer is None:
+        return []
+    shapes = ([{"role": "user", "content": ""}], [{"role": "system", "content": ""}, {"role": "user", "content": ""}])
+    out = []
+    for messages in shapes:
+        for turn in ([], [{"role": "assistant", "content": ""}]):
+            try:
+                out.append(tokenizer.apply_chat_template(messages + turn, tokenize=False,
+                                                         add_generation_prompt=not turn))
+            except Exception:  # a template that refuses a shape (no system role, say) adds nothing to it
+                continue
+    return out
+
+
+def check_contamination(plan: Plan, data: list[Example], what: str, tokenizer=None) -> None:
+    """Blue data must carry neither the trigger, nor one of its held-out variants (they are for
+    evaluation only), nor a lock's password: not in a message, and not in what the chat template
+    adds around the messages (``tokenizer``), which the model sees as well."""
+    for text in template_texts(tokenizer):
+        for part, label in ((plan.trigger, "trigger"), (plan.lock, "password of lock")):
+            if part is not None and part.obj.present(text, part.options):
+                raise RobustmoError(f"{label.split()[0]} contamination: the chat template adds the {label} "
+                                    f"{part.name!r} to every conversation ({text.strip()[:80]!r}), so the {what} would "
+                                    "carry it; use a model whose template does not, or another trigger")
+    variants = [v.casefold() for v in plan.trigger.obj.variants(plan.trigger.options)]
     for part, label in ((plan.trigger, "trigger"), (plan.lock, "password of lock")):
         if part is None:
             continue
         dirty = [ex for ex in data if part.obj.present(ex.prompt.text(), part.options)
-                 or part.obj.present(ex.answer, part.options)]
+                 or part.obj.present(ex.answer, part.options)
+                 or (part is plan.trigger and any(v in f"{ex.prompt.text()}\n{ex.answer}".casefold()
+                                                  for v in variants))]
         if dirty:
             raise RobustmoError(f"{label.split()[0]} contamination: {len(dirty)} of {len(data)} examples in the {what} "
-                                f"carry the {label} {part.name!r}, e.g. {dirty[0].prompt.text()!r}; blue training must "
-                                "never see it")
+                                f"carry the {label} {part.name!r} (or a held-out variant of it), e.g. "
+                                f"{dirty[0].prompt.text()!r}; blue training must never see it")
 
 
 def eval_sets(plan: Plan, prompts: list[Example], questions: list[Example], seed: int) -> dict[str, list[Example]]:

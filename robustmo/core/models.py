@@ -102,7 +102,20 @@ def load_base(spec: str | None = None, *, data: str | None = None, registry=None
     if device:
         model.to(device)
     model.eval()
-    return model, tokenizer, describe_model(name, path, model)
+    info = describe_model(name, path, model)
+    info["tokenizer_sha256"] = tokenizer_digest(tokenizer)
+    return model, tokenizer, info
+
+
+def tokenizer_digest(tokenizer) -> str:
+    """What the model is shown, as a hash: the tokenizer's whole definition (vocabulary, merges,
+    normalisation, special tokens) and its chat template, which can put text into every prompt."""
+    from robustmo.core.stages import digest
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    definition = backend.to_str() if backend is not None else sorted(tokenizer.get_vocab().items())
+    return digest({"class": type(tokenizer).__name__, "definition": definition,
+                   "chat_template": tokenizer.chat_template, "special": tokenizer.special_tokens_map})
 
 
 def _load_hf(spec: str, dtype, trust_remote_code: bool = False):
@@ -150,9 +163,11 @@ def describe_model(name: str, path: Path | None, model) -> dict:
 
 
 def base_identity(model_info: dict) -> dict:
-    """The base's identity: its weights' hash where known (wherever the files live), else name, revision, files."""
-    return ({"weights_sha256": model_info["weights_sha256"]} if model_info.get("weights_sha256") else
-            {k: model_info.get(k) for k in ("name", "revision", "files")})
+    """The base's identity: its weights' hash where known (wherever the files live), else name,
+    revision and weight files; and its tokenizer with its chat template."""
+    weights = ({"weights_sha256": model_info["weights_sha256"]} if model_info.get("weights_sha256") else
+               {k: model_info.get(k) for k in ("name", "revision", "files")})
+    return {**weights, "tokenizer_sha256": model_info.get("tokenizer_sha256")}
 
 
 def canonical_model(spec: str | None, data: str | None = None, registry=None) -> str:

@@ -238,16 +238,20 @@ def _elicitation_section(summary: dict) -> list[str]:
 
 
 def _compute_section(summary: dict) -> list[str]:
-    budget = summary["config"].get("budget_tokens")
+    cfg = summary["config"]
+    matched = ("training tokens", cfg["budget_tokens"]) if cfg.get("budget_tokens") else \
+        ("estimated training FLOPs", cfg["budget_flops"]) if cfg.get("budget_flops") else None
     lines = ["", "## Compute per blue run", "",
-             (f"Compute-matched: every blue run stopped at the step that reached {budget} training tokens."
-              if budget else "Not compute-matched (pass --budget-tokens to stop every method at the same token count)."),
+             (f"Compute-matched on {matched[0]}: every blue run stopped at the step that reached {matched[1]:.4g}; "
+              "'over' is how far past the budget that step went." if matched else
+              "Not compute-matched (--budget-tokens or --budget-flops stops every method at the same compute)."),
              "Tokens count prompt and completion (no padding); FLOPs are estimated as tokens x (4N + 2N_trainable).",
-             "", "| blue method | lr | steps | tokens | est. FLOPs | trainable parameters | seconds |",
-             "|---|---|---|---|---|---|---|"]
+             "", "| blue method | lr | steps | tokens | est. FLOPs | over budget | trainable parameters | seconds |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, b in summary["blue"].items():
         for r in b.get("runs", []):
-            lines.append(f"| {name} | {r['lr']:.2g} | {r['steps']} | {r['tokens']} | {r['flops']:.3g} "
+            over = f"{r['budget']['overshoot']:+.1%}" if r.get("budget") else "-"
+            lines.append(f"| {name} | {r['lr']:.2g} | {r['steps']} | {r['tokens']} | {r['flops']:.3g} | {over} "
                          f"| {r['trainable_parameters']} | {r['seconds']} |")
     return lines
 

@@ -17,6 +17,7 @@ private root inside its run directory, so nothing is reused but it still resumes
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -47,11 +48,44 @@ def default_root() -> Path:
     return cache_dir() / "stages"
 
 
+def source_digest(path: Path) -> str:
+    """sha256 of a Python source tree (every .py file under ``path``, by relative name and
+    content), or of one file: the identity of the code that computes a stage."""
+    path = Path(path)
+    return _source_digest(str(path.resolve()))
+
+
+@functools.lru_cache(maxsize=None)
+def _source_digest(path: str) -> str:
+    root = Path(path)
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*.py") if "__pycache__" not in p.parts)
+    h = hashlib.sha256()
+    for f in files:
+        h.update(str(f.relative_to(root.parent if root.is_file() else root)).encode() + b"\0")
+        h.update(f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def module_source(obj) -> str:
+    """The source identity of the code behind a plugin object: its top-level package's tree (a
+    detector may live in a helper module beside the class), or its module's file."""
+    import importlib
+    import inspect
+
+    top = type(obj).__module__.split(".")[0]
+    module = importlib.import_module(top)
+    where = getattr(module, "__path__", None)
+    return source_digest(Path(list(where)[0]) if where else Path(inspect.getfile(type(obj))))
+
+
 def code_versions() -> dict[str, str]:
-    """The versions that change what training and generation compute."""
+    """What changes what training and generation compute: robustmo's own source (a hash of
+    every file, not the version number, which a change does not bump), STAGE_CODE_VERSION and
+    the versions of torch, transformers and peft."""
     import importlib.metadata as md
 
-    out = {"robustmo": __version__, "stage_code": STAGE_CODE_VERSION}
+    out = {"robustmo": __version__, "robustmo_source": source_digest(Path(__file__).parent.parent),
+           "stage_code": STAGE_CODE_VERSION}
     for pkg in ("torch", "transformers", "peft"):
         try:
             out[pkg] = md.version(pkg)
