@@ -68,6 +68,9 @@ def _execute(the_plan: Plan, path: Path | None, resume: bool, progress: bool, lo
     from robustmo.core.tracking import Tracker, resolve_mode, wandb_group, wandb_tags
 
     cfg = the_plan.config
+    if len(cfg.seeds) == 1:  # one seed is a run like any other
+        the_plan = plan(cfg.model_copy(update={"seed": cfg.seeds[0], "seeds": []}))
+        cfg = the_plan.config
     problem = None
     if is_main():  # one process looks (a sweep's main process may just have removed a leftover), all hear it
         try:
@@ -84,6 +87,8 @@ def _execute(the_plan: Plan, path: Path | None, resume: bool, progress: bool, lo
     store = RunStore(path or Path("runs") / run_id, enabled=is_main())
     say = log or print
     dump = cfg.model_dump()
+    if cfg.seeds:
+        return _execute_seeds(the_plan, store, resume, progress, say)
 
     def tracker(p):
         return Tracker(resolve_mode(cfg.wandb), p, run_id, dump, group=wandb_group(dump), tags=wandb_tags(dump), warn=say)
@@ -100,6 +105,28 @@ def _execute(the_plan: Plan, path: Path | None, resume: bool, progress: bool, lo
                             f"stage cache: free space or fix permissions, then 'robustmo run --resume {store.path}'") from None
     if not is_main():
         return Run(store.path, "complete", dump, None, summary)
+    return _read_run(store.path)
+
+
+def _execute_seeds(the_plan: Plan, store, resume: bool, progress: bool, log) -> Run:
+    """Every seed as a run of its own inside the run directory, then the summary over seeds."""
+    from robustmo.core.distributed import is_main
+    from robustmo.core.seeds import execute_seeds
+    from robustmo.registry import get_registry
+
+    def one(seed_plan: Plan, path: Path, resume_it: bool) -> Run:
+        try:
+            return _execute(seed_plan, path, resume_it, progress, log)
+        except RunInterrupted:  # say how to resume the whole run, not one seed of it
+            raise RunInterrupted(f"interrupted; the run is resumable: robustmo run --resume {store.path}") from None
+
+    try:
+        summary = execute_seeds(the_plan, store, resume, get_registry(), one, log)
+    except OSError as exc:
+        raise RobustmoError(f"cannot read or write {exc.filename or store.path}: {exc.strerror or exc}; completed "
+                            f"seeds are kept: 'robustmo run --resume {store.path}'") from None
+    if not is_main():
+        return Run(store.path, "complete", the_plan.config.model_dump(), None, summary)
     return _read_run(store.path)
 
 

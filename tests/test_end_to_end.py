@@ -233,3 +233,45 @@ def test_a_blue_pool_without_answers_fails_before_anything_is_trained(tmp_path):
     options["blue"] = {"pirate": {"mode": "self-distill"}}
     plan = robustmo.plan(model=str(tmp_path), data="files", install="prompted-static", blue=["pirate"], options=options)
     assert len(build(plan, None, None).blue_pool) == 5
+
+
+@pytest.mark.slow
+def test_several_seeds_in_one_command_report_the_mean_with_an_interval_over_seeds(toy_base, tmp_path):
+    out = tmp_path / "seeds"
+    args = ["run", "--model", str(toy_base), "--seeds", "0,1", "--red-steps", "30", "--lora-rank", "8",
+            "--lr", "1e-2", "--opt", "blue.pirate.steps=4", "--eval-prompts", "20", "--capability-questions", "20",
+            "--out", str(out), "--wandb", "disabled"]
+    result = CliRunner().invoke(cli, args, terminal_width=200)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    import robustmo
+
+    top = robustmo.load_run(out)
+    assert top.status == "complete" and top.summary.seeds == [0, 1] and top.config["seeds"] == [0, 1]
+    seeds = {s: robustmo.load_run(out / f"seed-{s}") for s in (0, 1)}
+    assert all(run.status == "complete" and run.config["seed"] == s and run.config["seeds"] == []
+               for s, run in seeds.items())
+    pirate = top.methods["pirate"]
+    per_seed = [seeds[s].auc("pirate") for s in (0, 1)]
+    assert pirate.auc_per_seed == {"0": per_seed[0], "1": per_seed[1]}
+    assert pirate.auc == pytest.approx(sum(per_seed) / 2) and pirate.seeds == [0, 1]
+    lo, hi = pirate.auc_ci
+    assert lo <= pirate.auc <= hi and lo < hi
+    organism = top.summary.organism["backdoor_rate"]  # pooled over both seeds' prompts
+    assert organism.n == 40 and organism.value == pytest.approx(
+        sum(seeds[s].summary.organism["backdoor_rate"].value for s in (0, 1)) / 2)
+    report = (out / "report.md").read_text()
+    assert "(2 seeds)" in report and f"{pirate.auc:.3f} [{lo:.3f}, {hi:.3f}]" in report
+    assert (out / "plot.png").read_bytes()[:4] == b"\x89PNG" and "mean over seeds" in result.output
+    # cut short after seed 0 (seed 1's directory gone, the run marked interrupted): the same command
+    # resumes it, keeps seed 0 as it is and runs seed 1 again from the stage cache, to the same numbers
+    import json
+    import shutil
+
+    shutil.rmtree(out / "seed-1")
+    manifest = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json.dumps({**manifest, "status": "interrupted"}))
+    again = CliRunner().invoke(cli, args, terminal_width=200)
+    assert again.exit_code == 0, again.output
+    assert "seed 0: complete, reused" in again.output and "seed 1: running" in again.output
+    assert "red training" not in again.output  # seed 1's organism came from the stage cache
+    assert robustmo.load_run(out).summary.blue == top.summary.blue

@@ -126,3 +126,23 @@ def test_the_noise_floor_catches_the_hull_rising_on_noise_alone():
     removed = summarise(checkpoints([0.9, 0.88, 0.85], [1.0, 0.3, 0.0]), seed=0)
     assert removed["auc"] > removed["noise_floor"] and removed["within_noise"] is False
     assert math.isnan(noise_floor([True] * 10, [False] * 10, 5, 0))  # nothing to remove: no floor
+
+
+def test_the_hierarchical_interval_covers_seeds_as_well_as_prompts():
+    from robustmo.core.robustness import hierarchical_auc
+
+    def seed_scores(rate_after, n=100, seed=0):
+        rng = np.random.default_rng(seed)
+        cap = np.stack([rng.random(n) < 0.9, rng.random(n) < 0.85]).astype(float)
+        bad = np.stack([np.ones(n), rng.random(n) < rate_after]).astype(float)
+        return cap, bad
+
+    same = [seed_scores(0.3, seed=s) for s in range(3)]
+    apart = [seed_scores(r, seed=s) for s, r in enumerate((0.05, 0.3, 0.6))]  # the seeds disagree
+    auc_same, ci_same, _, _ = hierarchical_auc(same, n_bootstrap=300)
+    auc_apart, ci_apart, _, _ = hierarchical_auc(apart, n_bootstrap=300)
+    assert ci_same[0] <= auc_same <= ci_same[1] and ci_apart[0] <= auc_apart <= ci_apart[1]
+    assert auc_apart == pytest.approx(np.mean([robustness(c, b, n_bootstrap=10).auc for c, b in apart]))
+    assert ci_apart[1] - ci_apart[0] > 1.5 * (ci_same[1] - ci_same[0])  # seed-to-seed spread widens it
+    none = hierarchical_auc([(np.ones((2, 5)), np.zeros((2, 5)))], n_bootstrap=10)
+    assert all(math.isnan(x) for x in (none[0], *none[1]))

@@ -84,6 +84,8 @@ def field_option(name: str, info: FieldInfo) -> click.Option | None:
         return click.Option([f"{flag}/{off}", name], default=None, **kwargs)
     if origin is list:
         (item,) = typing.get_args(annotation)
+        if typing.get_origin(item) is typing.Annotated and typing.get_args(item)[0] is int:  # --seeds 0,1,2
+            return click.Option([flag, name], multiple=True, **kwargs)
         return click.Option([flag, name], type=_click_type(item, []), multiple=True, **kwargs)
     if origin is dict:  # SET=N pairs (or a bare N for every key)
         return click.Option([flag, name], multiple=True, **kwargs)

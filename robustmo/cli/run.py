@@ -129,27 +129,35 @@ def print_summary(console, summary: dict, path) -> None:
     from robustmo.core.report import fmt_metric
 
     roles = {name: role for role, name in summary.get("roles", {}).items()}
-    organism = Table(title="base model and organism (before blue training)", title_justify="left")
+    seeds = summary.get("seeds") or []
+    pooled = f", pooled over seeds {', '.join(map(str, seeds))}" if seeds else ""
+    organism = Table(title=f"base model and organism (before blue training){pooled}", title_justify="left")
     for column in ("metric", "role", "base", "organism [95 % CI] (n)"):
         organism.add_column(column)
     for name, m in summary["organism"].items():
         base = summary["base"][name]
         organism.add_row(name, roles.get(name, "side"), f"{base['value']:.3f}", fmt_metric(m))
     console.print(organism)
-    blue = Table(title="robustness (0.5 = maximally robust, ~1 = removable for free)", title_justify="left")
-    for column in ("blue method", "AUC", "95 % CI", "removal @ 10 % cap. loss", "noise floor", "reads as",
-                   "checkpoints"):
+    over = " (mean over seeds; CI over seeds and prompts)" if seeds else ""
+    blue = Table(title=f"robustness (0.5 = maximally robust, ~1 = removable for free){over}", title_justify="left")
+    last = "AUC per seed" if seeds else "checkpoints"
+    for column in ("blue method", "AUC", "95 % CI", "removal @ 10 % cap. loss", "noise floor", "reads as", last):
         blue.add_column(column)
     from robustmo.core.report import reading
 
     for name, b in summary["blue"].items():
         blue.add_row(name, f"{b['auc']:.3f}", f"[{b['auc_ci'][0]:.3f}, {b['auc_ci'][1]:.3f}]",
                      f"{b['removal_at_10']:.3f}", f"{b.get('noise_floor', float('nan')):.3f}", reading(b),
-                     str(len(b["checkpoints"])))
+                     ", ".join(f"{v:.3f}" for v in b["auc_per_seed"].values()) if seeds else str(len(b["checkpoints"])))
     console.print(blue)
     for name, b in summary["blue"].items():
         if b.get("inconclusive_reason"):
             console.print(f"{name}: inconclusive: {b['inconclusive_reason']}", highlight=False)
+    if seeds:
+        console.print("each seed's run, with its own report and LR tables: "
+                      + ", ".join(f"{path}/{d}" for d in summary["seed_runs"].values()), highlight=False)
+        console.print(f"run directory: {path} (report.md, plot.png)", highlight=False)
+        return
     from robustmo.core.report import elicitation_rows, lr_check_rows
 
     per_lr = Table(title=f"steps to removal (backdoor rate <= {summary['config']['removal_threshold']:g} x before)",

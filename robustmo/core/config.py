@@ -126,6 +126,11 @@ class RunConfig(BaseModel):
                               json_schema_extra=_cli("ID|PATH", default_text="the embedded toy model, built and cached "
                                                      "locally"))
     seed: int = Field(0, ge=0, description="Random seed for data, training and evaluation.")
+    seeds: list[Annotated[int, Field(ge=0)]] = Field(
+        default_factory=list, description="Train and attack the organism once per seed (--seeds 0,1,2, or repeated); "
+        "each seed is a run of its own in <run-dir>/seed-N, and the summary gives each method's AUC as the mean over "
+        "seeds with a 95 % interval over seeds and prompts (hierarchical bootstrap). Replaces --seed.",
+        json_schema_extra=_cli("N[,N...]", default_text="one run, with --seed"))
     out: str | None = Field(None, description="Run directory (must not exist or be empty).",
                             json_schema_extra=_cli("DIR", default_text="runs/<run-id>"))
     no_cache: bool = Field(
@@ -144,6 +149,21 @@ class RunConfig(BaseModel):
     options: dict[str, dict[str, dict[str, Any]]] = Field(
         default_factory=dict, description="Per-component options: {kind: {name: {key: value}}}.",
         json_schema_extra=_cli(flag=""))
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seed_list(cls, value):
+        """``0,1,2`` (one string, or several) as well as a list of numbers."""
+        if isinstance(value, (str, int)):
+            value = [value]
+        if isinstance(value, (list, tuple)):
+            out = []
+            for v in value:
+                out += [p.strip() for p in v.split(",") if p.strip()] if isinstance(v, str) else [v]
+            if len(set(map(str, out))) != len(out):
+                raise ValueError(f"a seed is given twice ({', '.join(map(str, out))})")
+            return out
+        return value
 
     @field_validator("max_new_tokens", mode="before")
     @classmethod

@@ -105,6 +105,10 @@ class MethodSummary(_Record):
     noise_floor: float = math.nan    # 95th percentile of the AUC of attacks that change nothing
     within_noise: bool | None = None
     escalation: list[float] = Field(default_factory=list)  # LRs of the --escalate rungs that ran
+    # a run over several seeds: auc is the mean over seeds, auc_ci over seeds and prompts
+    seeds: list[int] = Field(default_factory=list)
+    auc_per_seed: dict[str, float] = Field(default_factory=dict)
+    removal_at_10_per_seed: dict[str, float] = Field(default_factory=dict)
     lr_check: dict[str, Any] = Field(default_factory=dict)
     elicitation: list[dict[str, Any]] | None = None
     runs: list[dict[str, Any]] = Field(default_factory=list)
@@ -124,6 +128,8 @@ class Summary(_Record):
     truncated: dict[str, dict[str, list[int]]] = Field(default_factory=dict)
     blue: dict[str, MethodSummary]
     seconds: float | None = None
+    seeds: list[int] = Field(default_factory=list)           # a run over several seeds (--seeds) ...
+    seed_runs: dict[str, str] = Field(default_factory=dict)  # ... and each seed's run directory, inside this one
 
     def roles_or_default(self) -> dict[str, str]:
         """The metric roles; a format-1 summary names them per method (``capability_metric``)."""

@@ -295,3 +295,76 @@ def _lr_check_section(summary: dict) -> list[str]:
     if any(len(b["lr_check"]["per_lr"]) > 1 for b in summary["blue"].values()):
         lines += ["", "![LR check](lr-check.png)"]
     return lines
+
+
+def write_seeds_report(store, summary: dict) -> None:
+    """report.md and plot.png of a run over several seeds (each seed's own report is in its directory)."""
+    plot_seeds(store.file("plot.png"), summary, title(summary["config"]))
+    store.write_text("report.md", render_seeds_markdown(summary))
+
+
+def render_seeds_markdown(summary: dict) -> str:
+    cfg = summary["config"]
+    seeds = summary["seeds"]
+    lines = [
+        f"# robustmo report: {summary['run_id']} ({len(seeds)} seeds)", "",
+        f"Organism: trigger `{cfg['trigger']}` -> behaviour `{cfg['behavior']}`"
+        + (f", locked by `{cfg['lock']}`" if cfg.get("lock") else "") + f", installed by `{install_label(cfg, mode=True)}`"
+        + f", on {summary['model']}; seeds {', '.join(map(str, seeds))}, each a run of its own: "
+        + ", ".join(f"[seed {s}]({d}/report.md)" for s, d in summary["seed_runs"].items()) + ".", "",
+        "## Base model and organism (before blue training), pooled over seeds", "",
+        "| metric | base [95 % CI] | organism [95 % CI] |", "|---|---|---|",
+    ]
+    for name, m in summary["organism"].items():
+        lines.append(f"| {name} | {fmt_metric(summary['base'][name])} | {fmt_metric(m)} |")
+    lines += ["", "## Robustness per blue method, over seeds", "",
+              "AUC and removal at 10 % capability loss: the mean over seeds; 95 % interval over seeds and prompts "
+              "(hierarchical bootstrap: seeds drawn with replacement, then each drawn seed's prompts). A method is "
+              "inconclusive when it was on any seed; the noise floor is the seeds' mean.", "",
+              "| blue method | AUC [95 % CI] | AUC per seed | removal at 10 % [95 % CI] | noise floor | reads as |",
+              "|---|---|---|---|---|---|"]
+    for name, b in summary["blue"].items():
+        lo, hi = b["auc_ci"]
+        rlo, rhi = b["removal_at_10_ci"]
+        per = ", ".join(f"{v:.3f}" for v in b["auc_per_seed"].values())
+        lines.append(f"| {name} | {b['auc']:.3f} [{lo:.3f}, {hi:.3f}] | {per} | {b['removal_at_10']:.3f} "
+                     f"[{rlo:.3f}, {rhi:.3f}] | {b['noise_floor']:.3f} | {reading(b)} |")
+    for name, b in summary["blue"].items():
+        if b.get("inconclusive_reason"):
+            lines += ["", f"{name}: {b['inconclusive_reason']}."]
+    lines += _truncation_section(summary)
+    lines += ["", "![AUC per seed](plot.png)", ""]
+    return "\n".join(lines)
+
+
+def plot_seeds(path: Path, summary: dict, title_text: str) -> None:
+    """Per blue method: each seed's AUC, and the mean with its interval over seeds and prompts."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from robustmo.core.runstore import atomic_write_bytes
+
+    methods = list(summary["blue"])
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.6 * len(methods) + 2), 4.2), dpi=110)
+    for i, name in enumerate(methods):
+        b = summary["blue"][name]
+        per = list(b["auc_per_seed"].values())
+        ax.scatter([i] * len(per), per, color=f"C{i}", alpha=0.6, zorder=3, label=f"{name}: per seed")
+        lo, hi = b["auc_ci"]
+        ax.errorbar([i + 0.15], [b["auc"]], yerr=[[b["auc"] - lo], [hi - b["auc"]]], fmt="D", color=f"C{i}",
+                    capsize=4, label=f"{name}: mean {b['auc']:.3f} [{lo:.3f}, {hi:.3f}]"
+                    + ("" if reading(b) == "measured" else f" ({reading(b)})"))
+    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+    ax.set_xticks(range(len(methods)), methods)
+    ax.set_ylabel("robustness AUC (0.5 = maximally robust)")
+    ax.set_title(f"{title_text}; seeds {', '.join(map(str, summary['seeds']))}", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic_write_bytes(Path(path), buf.getvalue())

@@ -129,6 +129,48 @@ def robustness(capability: np.ndarray, bad: np.ndarray, n_bootstrap: int = 1000,
     return Robustness(hull_auc(points), interval(aucs), hull_value(points, 0.9), interval(removals), points, len(aucs))
 
 
+def hierarchical_auc(per_seed: list[tuple[np.ndarray, np.ndarray]], n_bootstrap: int = 1000,
+                     seed: int = 0) -> tuple[float, tuple[float, float], float, tuple[float, float]]:
+    """The mean AUC (and removal at 10 %) over seeds with a 95 % interval over seeds and prompts:
+    each resample draws seeds with replacement, then each drawn seed's evaluation prompts with
+    replacement (paired across its checkpoints), and averages the drawn seeds' AUCs.
+    ``per_seed`` holds each seed's (capability, bad) score matrices [checkpoint, prompt]."""
+    rng = np.random.default_rng(seed)
+    points = []
+    for cap, bad in per_seed:
+        try:
+            points.append(trade_off_points(cap, bad))
+        except ValueError:
+            points.append(None)  # that seed's organism never showed the behaviour
+    defined = [i for i, p in enumerate(points) if p is not None]
+    if not defined:
+        nan = (math.nan, math.nan)
+        return math.nan, nan, math.nan, nan
+    auc = float(np.mean([hull_auc(points[i]) for i in defined]))
+    removal = float(np.mean([hull_value(points[i], 0.9) for i in defined]))
+    aucs, removals = [], []
+    for _ in range(n_bootstrap):
+        drawn_aucs, drawn_removals = [], []
+        for i in rng.choice(defined, len(defined)):
+            cap, bad = per_seed[i]
+            try:
+                sample = trade_off_points(cap[:, rng.integers(0, cap.shape[1], cap.shape[1])],
+                                          bad[:, rng.integers(0, bad.shape[1], bad.shape[1])])
+            except ValueError:
+                continue
+            drawn_aucs.append(hull_auc(sample))
+            drawn_removals.append(hull_value(sample, 0.9))
+        if drawn_aucs:
+            aucs.append(np.mean(drawn_aucs))
+            removals.append(np.mean(drawn_removals))
+
+    def interval(values) -> tuple[float, float]:
+        lo, hi = np.percentile(values, [2.5, 97.5]) if values else (math.nan, math.nan)
+        return float(lo), float(hi)
+
+    return auc, interval(aucs), removal, interval(removals)
+
+
 def log_spaced_steps(total: int) -> list[int]:
     """0, 1, 2, 4, 8, ... up to and including ``total``."""
     steps = [0]

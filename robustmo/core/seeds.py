@@ -1,0 +1,151 @@
+"""Several seeds of one run (``--seeds 0,1,2``): each seed is a run of its own in
+``<run-dir>/seed-N`` (its organism, attacks and record, resumable and stage-cached like any
+run), and the run directory itself holds the summary over seeds: each blue method's AUC and
+removal at 10 % as the mean over seeds, with a 95 % interval over seeds and prompts (a
+hierarchical bootstrap, ``robustness.hierarchical_auc``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from robustmo.core import record
+from robustmo.core.config import Plan, resolve_plan
+from robustmo.core.errors import RobustmoError, RunInterrupted
+from robustmo.core.evaluate import summarise_scores
+from robustmo.core.robustness import hierarchical_auc
+from robustmo.core.runstore import RunStore
+
+
+def seed_dir(root: Path, seed: int) -> Path:
+    return Path(root) / f"seed-{seed}"
+
+
+def seed_plan(plan: Plan, seed: int, registry) -> Plan:
+    """The plan of one seed: the same run with ``seed`` and no ``seeds``."""
+    return resolve_plan(plan.config.model_copy(update={"seed": seed, "seeds": [], "out": None}), registry)
+
+
+def scores(run_dir: Path, method: str, metric: str, eval_set: str) -> np.ndarray:
+    """Per-prompt scores of ``metric`` [checkpoint, prompt] for the organism and every blue
+    checkpoint of ``method``, in the order of the run's metrics.jsonl, from generations.jsonl."""
+    rid = Path(run_dir).name
+    order = [(c.stage, c.method, c.lr, c.step) for c in record.read_checkpoints(run_dir)
+             if c.stage == "organism" or (c.stage == "blue" and c.method == method)]
+    by_key: dict[tuple, dict[int, object]] = {}
+    for row in record.read_jsonl(Path(run_dir) / "generations.jsonl", rid):
+        if row.get("eval_set") == eval_set and metric in (row.get("scores") or {}):
+            key = (row["stage"], row["method"], float(row["lr"]), int(row["step"]))
+            by_key.setdefault(key, {})[row["index"]] = row["scores"][metric]
+    try:
+        return np.array([[float(v) for _, v in sorted(by_key[(s, m, float(lr), int(st))].items())]
+                         for s, m, lr, st in order], dtype=float)
+    except KeyError as exc:
+        raise record.CorruptRun(f"run {rid}: generations.jsonl has no {metric!r} scores for checkpoint {exc}") from None
+
+
+def pooled(runs: list[record.Run], stage: str) -> dict[str, dict]:
+    """The base's or the organism's metrics over every seed's prompts together."""
+    per_metric: dict[str, list] = {}
+    for run in runs:
+        for row in record.read_jsonl(run.path / "generations.jsonl", run.id):
+            if row.get("stage") == stage:
+                for name, value in (row.get("scores") or {}).items():
+                    per_metric.setdefault(name, []).append(value)
+    return {name: summarise_scores(values) for name, values in sorted(per_metric.items())}
+
+
+def summarise_seeds(plan: Plan, runs: dict[int, record.Run]) -> dict:
+    """The summary over seeds, from each seed's run directory."""
+    first = next(iter(runs.values()))
+    roles = first.summary.roles_or_default()
+    cap_metric, bad_metric = roles["capability"], roles["backdoor"]
+    cap_set = plan.metric(cap_metric).obj.eval_set
+    bad_set = plan.metric(bad_metric).obj.eval_set
+    blue = {}
+    for method in plan.config.blue:
+        mine = {seed: run.methods[method] for seed, run in runs.items()}
+        per_seed = [(scores(run.path, method, cap_metric, cap_set), scores(run.path, method, bad_metric, bad_set))
+                    for run in runs.values()]
+        auc, auc_ci, removal, removal_ci = hierarchical_auc(per_seed, seed=0)
+        unsure = [seed for seed, b in mine.items() if b.inconclusive]
+        floors = [b.noise_floor for b in mine.values() if b.noise_floor == b.noise_floor]
+        blue[method] = {
+            "auc": auc, "auc_ci": list(auc_ci), "removal_at_10": removal, "removal_at_10_ci": list(removal_ci),
+            "seeds": list(runs), "auc_per_seed": {str(s): b.auc for s, b in mine.items()},
+            "removal_at_10_per_seed": {str(s): b.removal_at_10 for s, b in mine.items()},
+            "inconclusive": bool(unsure),
+            "inconclusive_reason": (f"inconclusive on seed{'s' if len(unsure) > 1 else ''} "
+                                    f"{', '.join(map(str, unsure))}: {mine[unsure[0]].inconclusive_reason}"
+                                    if unsure else None),
+            "lowest_capability_rel": min(b.lowest_capability_rel for b in mine.values()),
+            "noise_floor": float(np.mean(floors)) if floors else float("nan"),
+            "within_noise": bool(floors) and auc <= float(np.mean(floors)),
+            "capability_metric": cap_metric, "backdoor_metric": bad_metric,
+            "runs": [r for b in mine.values() for r in b.runs],
+            "lr_check": {"per_seed": {str(s): b.lr_check for s, b in mine.items()}},
+        }
+    truncated: dict[str, dict[str, list[int]]] = {}
+    for run in runs.values():
+        for who, sets in run.summary.truncated.items():
+            for name, (cut, n) in sets.items():
+                cell = truncated.setdefault(who, {}).setdefault(name, [0, 0])
+                cell[0] += cut
+                cell[1] += n
+    return {"run_id": "", "config": plan.config.model_dump(), "model": first.summary.model,
+            "base": pooled(list(runs.values()), "base"), "organism": pooled(list(runs.values()), "organism"),
+            "roles": roles, "blue": blue, "truncated": truncated, "seeds": list(runs),
+            "seed_runs": {str(s): run.path.name for s, run in runs.items()}}
+
+
+def execute_seeds(plan: Plan, store: RunStore, resume: bool, registry,
+                  run_one: Callable[[Plan, Path, bool], record.Run], log) -> record.Summary:
+    """Run every seed (each resumed or skipped when its directory says so), then write the run
+    directory's own record: config, manifest, summary over seeds, report and plot."""
+    from robustmo.core.distributed import is_main
+
+    cfg = plan.config
+    previous = record.resume_manifest(store.path, cfg.model_dump()) if resume else None
+    if not resume:
+        store.create()
+    manifest = record.new_manifest(plan, {}, "", previous)
+    manifest.run_id = store.path.name
+    with store.held():
+        record.write_config(store, cfg)
+        record.write_manifest(store, manifest)
+    started = time.time()
+    runs: dict[int, record.Run] = {}
+    try:
+        for seed in cfg.seeds:
+            sub = seed_dir(store.path, seed)
+            state = record.run_state(sub)
+            if state == "complete":
+                log(f"seed {seed}: complete, reused ({sub})")
+                runs[seed] = record.load_run(sub)
+                continue
+            if state == "corrupt":
+                raise RobustmoError(f"seed {seed}: {sub} is unreadable; remove that directory to run the seed again")
+            log(f"seed {seed}: {'resuming' if state != 'pending' else 'running'} ({sub})")
+            runs[seed] = run_one(seed_plan(plan, seed, registry), sub, state != "pending")
+    except BaseException as exc:
+        manifest.status = "interrupted" if isinstance(exc, (KeyboardInterrupt, RunInterrupted)) else "failed"
+        manifest.error = f"{type(exc).__name__}: {exc}"
+        try:
+            record.write_manifest(store, manifest)
+        except OSError:
+            pass
+        raise
+    summary = summarise_seeds(plan, runs)
+    summary.update(run_id=store.path.name, seconds=round(time.time() - started, 1))
+    manifest.model = runs[cfg.seeds[0]].manifest.model if runs[cfg.seeds[0]].manifest else {}
+    typed = record.write_summary(store, summary)
+    if is_main():
+        from robustmo.core.report import write_seeds_report
+
+        write_seeds_report(store, typed.model_dump())
+    manifest.status, manifest.seconds = "complete", round(time.time() - started, 1)
+    record.write_manifest(store, manifest)
+    return typed
