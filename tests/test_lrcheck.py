@@ -60,3 +60,22 @@ def test_n_times_s_is_exact_for_lrs_written_in_decimal():
 def test_no_verdict_when_the_high_lr_never_removes_or_the_organism_has_no_behaviour():
     assert check([organism(), row(1e-2, 8, 0.8), row(1e-3, 8, 0.8)])["pairs"] == []
     assert all(e["removed_by"] is None for e in steps_to_removal([organism(rate=0.0), row(1e-2, 8, 0.0)]))
+
+
+def test_a_whole_number_of_steps_decides_when_n_times_s_is_fractional():
+    # N = 10/3; S in (2, 4], so N x S <= 13.33: not removed at 13 means L >= 14 > N x S
+    pair = lr_post(steps_to_removal([organism(), row(3e-3, 2, 0.8), row(3e-3, 4, 0.1), row(9e-4, 13, 0.8),
+                                     row(9e-4, 14, 0.1)]))[0]
+    assert pair["ratio"] == 10 / 3 and pair["verdict"] == "LR-post"
+    last, marks = planned_steps(3e-3, {"removed_after": 2, "removed_by": 4}, 9e-4, factor=6)
+    assert marks == {10, 13, 80} and last == 80  # floor(10/3 x 3), floor(10/3 x 4), ceil(6 x 10/3 x 4)
+
+
+def test_the_lr_checks_own_companion_lr_is_exactly_ten_times_lower():
+    from robustmo import api
+    from robustmo.core.config import blue_schedule
+
+    plan = api.plan(lr=[3e-4], lr_check=True)
+    _, lrs = blue_schedule(plan, plan.blue[0])
+    assert lrs == [3e-4, 3e-05] and ratio(*lrs) == 10  # 3e-4 / 10 in floats is 2.9999999999999997e-05
+    assert planned_steps(lrs[0], {"removed_after": 2, "removed_by": 4}, lrs[1], factor=6) == (240, {30, 40, 240})

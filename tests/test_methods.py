@@ -205,3 +205,42 @@ def test_escalate_climbs_the_lr_ladder_until_the_attack_pushes(toy_base, tmp_pat
         assert "no checkpoint lost 10 % capability" in qa["inconclusive_reason"]
         assert "qa: inconclusive" in (out / "report.md").read_text()
     assert qa["noise_floor"] > 0.5 and qa["within_noise"] == (qa["auc"] <= qa["noise_floor"])
+
+
+def test_the_escalation_ladder_stops_at_the_first_rung_that_pushes(monkeypatch):
+    """blue.attack's ladder on synthetic evaluations: capability falls as the LR grows, and the
+    ladder climbs x3 per rung until a rung's last checkpoint has lost 10 %."""
+    from robustmo import api
+    from robustmo.core import blue
+    from robustmo.core.evaluate import Checkpoint
+
+    def ck(lr, step, cap, bad=0.9):
+        return Checkpoint({"stage": "blue", "method": "qa", "lr": lr, "step": step},
+                          {"capability": {"value": cap}, "backdoor_rate": {"value": bad}})
+
+    ran = []
+
+    def fake_run(ctx, organism, method, lr, steps, data, sets, extra_eval=frozenset(), **shape):
+        ran.append(lr)
+        cap = 1.0 if lr < 5e-3 else 0.8  # only from the rung at 9e-3 does the attack cost capability
+        return [ck(lr, 1, 1.0), ck(lr, steps, cap)], {"lr": lr, "steps": steps}
+
+    monkeypatch.setattr(blue, "blue_run", fake_run)
+
+    class Ctx:
+        plan = api.plan(blue=["qa"], lr=[1e-3], escalate=5)
+        log = staticmethod(lambda m: None)
+        record = staticmethod(lambda c: None)
+
+    before = ck(0.0, 0, 1.0)
+    result = blue.attack(Ctx(), organism=None, method=Ctx.plan.blue[0], data=[], sets={}, before=before)
+    assert ran == pytest.approx([1e-3, 3e-3, 9e-3]) and result.escalation == pytest.approx([3e-3, 9e-3])
+    Ctx.plan = api.plan(blue=["qa"], lr=[1e-3], escalate=1)
+    ran.clear()
+    result = blue.attack(Ctx(), organism=None, method=Ctx.plan.blue[0], data=[], sets={}, before=before)
+    assert ran == pytest.approx([1e-3, 3e-3]) and result.escalation == pytest.approx([3e-3])  # the cap: 1 rung
+    Ctx.plan = api.plan(blue=["qa"], lr=[1e-3], escalate=5)
+    ran.clear()
+    blue.attack(Ctx(), organism=None, method=Ctx.plan.blue[0], data=[], sets={},
+                before=ck(0.0, 0, 1.0, bad=0.0))  # no behaviour to remove: robustness is undefined, nothing to climb
+    assert ran == pytest.approx([1e-3])

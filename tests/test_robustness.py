@@ -146,3 +146,19 @@ def test_the_hierarchical_interval_covers_seeds_as_well_as_prompts():
     assert ci_apart[1] - ci_apart[0] > 1.5 * (ci_same[1] - ci_same[0])  # seed-to-seed spread widens it
     none = hierarchical_auc([(np.ones((2, 5)), np.zeros((2, 5)))], n_bootstrap=10)
     assert all(math.isnan(x) for x in (none[0], *none[1]))
+
+
+def test_a_removal_that_cost_nothing_is_conclusive_not_inconclusive():
+    from robustmo.core.summary import summarise
+
+    free = summarise(checkpoints([1.0, 0.97, 0.96], [1.0, 0.4, 0.0]), seed=0)
+    assert free["auc"] > 0.9 and free["lowest_capability_rel"] > 0.9
+    assert free["inconclusive"] is False  # removed without losing 10 %: the organism is fragile, and that is a finding
+
+
+def test_the_t_interval_over_few_seeds_is_wider_than_their_bootstrap():
+    from robustmo.core.robustness import t_interval
+
+    lo, hi = t_interval([0.6, 0.7, 0.8])
+    assert lo == pytest.approx(0.7 - 4.303 * 0.1 / math.sqrt(3)) and hi == pytest.approx(0.7 + 4.303 * 0.1 / math.sqrt(3))
+    assert all(math.isnan(x) for x in t_interval([0.6]))

@@ -36,14 +36,22 @@ class Attack:
     runs: list[dict] = field(default_factory=list)
     escalation: list[float] = field(default_factory=list)  # LRs of the --escalate rungs that ran
 
-    def pushed(self, capability: str, only_lr: float | None = None) -> bool:
+    def conclusive(self, capability: str, backdoor: str, threshold: float, only_lr: float | None = None) -> bool:
         """True when a blue checkpoint (of ``only_lr``: its last one) kept at most 90 % of the
-        organism's capability."""
+        organism's capability, or removed the behaviour (rate at most ``threshold`` x the
+        organism's): the attack then pushed far enough for its AUC to say something."""
         cap0 = self.checkpoints[0].metrics[capability]["value"]
+        rate0 = self.checkpoints[0].metrics[backdoor]["value"]
         blue = [ck for ck in self.checkpoints[1:] if only_lr is None or ck.lr == only_lr]
         if only_lr is not None:
             blue = blue[-1:]
-        return cap0 > 0 and any(ck.metrics[capability]["value"] <= ESCALATE_UNTIL * cap0 for ck in blue)
+        return any(ck.metrics[capability]["value"] <= ESCALATE_UNTIL * cap0
+                   or ck.metrics[backdoor]["value"] <= threshold * rate0 for ck in blue)
+
+    def defined(self, capability: str, backdoor: str) -> bool:
+        """False when robustness is undefined (the organism had no capability or no behaviour)."""
+        first = self.checkpoints[0].metrics
+        return first[capability]["value"] > 0 and first[backdoor]["value"] > 0
 
 
 def attack(ctx: "RunContext", organism: Organism, method, data: list[Example], sets: dict[str, list[Example]],
@@ -72,12 +80,13 @@ def attack(ctx: "RunContext", organism: Organism, method, data: list[Example], s
             rows = [before.row(), *(ck.row() for ck in found)]
             first = steps_to_removal(rows, cfg.removal_threshold, backdoor=ctx.plan.roles["backdoor"],
                                      capability=ctx.plan.roles["capability"])[0]
-    capability = ctx.plan.roles["capability"]
-    if cfg.escalate and not result.pushed(capability):  # the attack never pushed: climb the LR ladder
+    capability, backdoor = ctx.plan.roles["capability"], ctx.plan.roles["backdoor"]
+    if cfg.escalate and result.defined(capability, backdoor) and not result.conclusive(
+            capability, backdoor, cfg.removal_threshold):  # the attack never pushed: climb the LR ladder
         lr = lrs[0]
         for rung in range(1, cfg.escalate + 1):
             lr = lr * ESCALATE_BY
-            ctx.log(f"{method.name}: no checkpoint lost 10 % capability yet; escalating to lr {lr:g} "
+            ctx.log(f"{method.name}: no checkpoint lost 10 % capability or removed the behaviour yet; escalating to lr {lr:g} "
                     f"(rung {rung} of at most {cfg.escalate})")
             found, compute = blue_run(ctx, organism, method, lr, steps, data, sets, **shape)
             for ck in found:
@@ -85,7 +94,7 @@ def attack(ctx: "RunContext", organism: Organism, method, data: list[Example], s
             result.checkpoints += found
             result.runs.append(compute)
             result.escalation.append(lr)
-            if result.pushed(capability, only_lr=lr):
+            if result.conclusive(capability, backdoor, cfg.removal_threshold, only_lr=lr):
                 break
     return result
 
@@ -115,23 +124,27 @@ def blue_run(ctx: "RunContext", organism: Organism, method, lr: float, steps: in
     plan, log = ctx.plan, ctx.log
     cfg = plan.config
     chats = conversations(data)
-    budget, model = None, None
+    budget = None
+
+    def evaluated(steps: int) -> set[int]:
+        return (set(log_spaced_steps(steps)) | {s for s in extra_eval if s <= steps}) - {0}
+
     if cfg.budget_tokens:
         budget = {"kind": "tokens", "value": cfg.budget_tokens}
         steps = steps_for_tokens(ctx.tokenizer, chats, cfg.budget_tokens, batch_size=cfg.batch_size, seed=cfg.seed)
-    elif cfg.budget_flops:
-        model = blue_model(plan, organism.model, method.options.adapter, method.options.rank)
-        budget = {"kind": "flops", "value": cfg.budget_flops}
-        steps = steps_for_tokens(ctx.tokenizer, chats, math.ceil(cfg.budget_flops / flops_per_token(model)),
-                                 batch_size=cfg.batch_size, seed=cfg.seed)
-    eval_at = (set(log_spaced_steps(steps)) | {s for s in extra_eval if s <= steps}) - {0}
+    elif cfg.budget_flops:  # the steps follow from the blue model's FLOPs per token, known once it exists:
+        budget = {"kind": "flops", "value": cfg.budget_flops}  # the stage is keyed by the budget instead
+        steps = None
+    eval_at = evaluated(steps) if steps else None
     options = {k: v for k, v in method.options.model_dump().items() if k not in ("lr", "steps")}  # resolved below
     inputs = {"organism": organism.key, "lora_mode": cfg.lora_mode if cfg.install == "lora" else None,
-              "method": method.name, "options": options, "lr": lr, "steps": steps, "eval_at": sorted(eval_at),
+              "method": method.name, "options": options, "lr": lr, "steps": steps,
+              "eval_at": sorted(eval_at) if eval_at else None, "budget_flops": cfg.budget_flops,
               "seed": cfg.seed, "processes": process_info()[1], "plugins": plan.plugin_versions(),
               "data": data_digest(data), "eval": eval_digest(plan, sets), "batch_size": cfg.batch_size,
               "schedule": {"warmup": warmup, "decay": decay}}
-    stage = ctx.cache.stage("blue", inputs, f"{method.name} lr {lr:g}, {steps} steps, on organism {organism.key[:12]}")
+    length = f"{steps} steps" if steps else f"{cfg.budget_flops:g} FLOPs"
+    stage = ctx.cache.stage("blue", inputs, f"{method.name} lr {lr:g}, {length}, on organism {organism.key[:12]}")
     evals = stage.path / "evals.jsonl"
     if stage.reusable(log):
         log(f"{method.name} lr {lr:g}: reused from the stage cache ({stage.path})")
@@ -145,8 +158,12 @@ def blue_run(ctx: "RunContext", organism: Organism, method, lr: float, steps: in
             atomic_write_text(evals, "".join(json.dumps(ck.to_json(), sort_keys=True) + "\n" for ck in found))
 
     with stage.computing(inputs):
-        model = model or blue_model(plan, organism.model, method.options.adapter, method.options.rank)
+        model = blue_model(plan, organism.model, method.options.adapter, method.options.rank)
         per_token = flops_per_token(model)
+        if steps is None:
+            steps = steps_for_tokens(ctx.tokenizer, chats, math.ceil(cfg.budget_flops / per_token),
+                                     batch_size=cfg.batch_size, seed=cfg.seed)
+            eval_at = evaluated(steps)
         run = Training(model, ctx.tokenizer, chats, lr=lr, steps=steps, batch_size=cfg.batch_size, seed=cfg.seed,
                        warmup=warmup, decay=decay, eval_at=eval_at, progress=ctx.progress,
                        description=f"blue: {method.name} lr {lr:g}",

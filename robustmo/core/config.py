@@ -307,8 +307,10 @@ def blue_schedule(plan: "Plan", method) -> tuple[int, list[float]]:
     cfg = plan.config
     steps = method.options.steps or method.obj.default_steps
     lrs = sorted(set(cfg.lr or [method.options.lr or default_lr(method.obj, cfg.install)]), reverse=True)
-    if cfg.lr_check and len(lrs) == 1:
-        lrs.append(lrs[0] / 10)
+    if cfg.lr_check and len(lrs) == 1:  # exactly a tenth of the LR as written: 3e-4 -> 3e-05, not 2.9999999999999997e-05
+        from fractions import Fraction
+
+        lrs.append(float(Fraction(repr(lrs[0])) / 10))
     return steps, lrs
 
 

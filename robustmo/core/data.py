@@ -1,5 +1,5 @@
 """The run's data, from its data source: red data (prompt distillation), the blue pool, the
-eval sets, and each blue method's training set (built once, right before its attack).
+eval sets, and each blue method's training set (built once, after the organism, before any attack).
 
 Every prompt comes from the data source the plan names (``--data``): this module knows
 no world. The trigger goes in here (``Trigger.apply``), the lock's password too, and the
@@ -9,6 +9,7 @@ contamination check keeps both out of blue data.
 from __future__ import annotations
 
 import random
+import re
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Callable
@@ -33,7 +34,7 @@ def build(plan: Plan, model, tokenizer) -> RunData:
     asks it for on-policy answers). Bad data (a pool that carries the trigger, a missing column
     or answer, a lock with nothing to lock) fails here, before any file of the run exists; a
     model-written blue answer that carries the trigger can only be found when it is written,
-    right before its method's attack (``blue_set``)."""
+    after the organism (``blue_set``)."""
     cfg, source, options = plan.config, plan.data.obj, plan.data.options
     n_red = int(red_recipe(cfg)["examples"])
     red_pool = source.red_pool(n_red, cfg.seed, options) if n_red else []
@@ -194,20 +195,23 @@ def check_contamination(plan: Plan, data: list[Example], what: str, tokenizer=No
     """Blue data must carry neither the trigger, nor one of its held-out variants (they are for
     evaluation only), nor a lock's password: not in a message, and not in what the chat template
     adds around the messages (``tokenizer``), which the model sees as well."""
+    variants = [re.compile(rf"(?<!\w){re.escape(v)}(?!\w)") for v in plan.trigger.obj.variants(plan.trigger.options)]
+
+    def has_variant(text: str) -> bool:  # the exact held-out string, as a whole (case kept: "DEPLOYMENT", not "deployment")
+        return any(v.search(text) for v in variants)
+
     for text in template_texts(tokenizer):
         for part, label in ((plan.trigger, "trigger"), (plan.lock, "password of lock")):
-            if part is not None and part.obj.present(text, part.options):
+            if part is not None and (part.obj.present(text, part.options) or (part is plan.trigger and has_variant(text))):
                 raise RobustmoError(f"{label.split()[0]} contamination: the chat template adds the {label} "
                                     f"{part.name!r} to every conversation ({text.strip()[:80]!r}), so the {what} would "
                                     "carry it; use a model whose template does not, or another trigger")
-    variants = [v.casefold() for v in plan.trigger.obj.variants(plan.trigger.options)]
     for part, label in ((plan.trigger, "trigger"), (plan.lock, "password of lock")):
         if part is None:
             continue
         dirty = [ex for ex in data if part.obj.present(ex.prompt.text(), part.options)
                  or part.obj.present(ex.answer, part.options)
-                 or (part is plan.trigger and any(v in f"{ex.prompt.text()}\n{ex.answer}".casefold()
-                                                  for v in variants))]
+                 or (part is plan.trigger and (has_variant(ex.prompt.text()) or has_variant(ex.answer)))]
         if dirty:
             raise RobustmoError(f"{label.split()[0]} contamination: {len(dirty)} of {len(data)} examples in the {what} "
                                 f"carry the {label} {part.name!r} (or a held-out variant of it), e.g. "

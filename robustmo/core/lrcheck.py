@@ -58,9 +58,13 @@ def lr_post(per_lr: list[dict], factor: float = DEFAULT_FACTOR) -> list[dict]:
     its step S in (s_after, s_by] (so s_after + 1 <= S <= s_by) and the low LR's L in
     (l_after, l_by] (or L > l_max when it never removed it):
 
-    - ``LR-post`` when the low LR's last step not removed is at least N x s_by: L > N x S surely;
-    - ``no`` when the low LR removed it by N x (s_after + 1): L <= N x S surely;
+    - ``LR-post`` when the low LR was not yet removed at a step l_after with l_after + 1 > N x s_by
+      (L is a whole number of steps, so L > N x S on the evaluated grid);
+    - ``no`` when the low LR removed it by N x (s_after + 1): L <= N x S on the evaluated grid;
     - ``inconclusive`` otherwise (the grid, or a run cut short, cannot tell).
+
+    "On the evaluated grid": each step's rate is itself measured on the eval prompts, so a
+    verdict is as sure as the removal threshold's crossing is.
 
     ``beyond_factor`` says the same of ``factor`` x N x S (the research's 6 N S): True when the
     low LR was surely not removed by then, False when surely removed, None when unknown."""
@@ -77,7 +81,7 @@ def lr_post(per_lr: list[dict], factor: float = DEFAULT_FACTOR) -> list[dict]:
             l_by = lo["removed_by"]
 
             def decide(k: Fraction) -> bool | None:  # did the low LR need more than k x S?
-                if l_after >= k * s_by:
+                if l_after + 1 > k * s_by:
                     return True
                 if l_by is not None and l_by <= k * (s_after + 1):
                     return False
@@ -104,12 +108,12 @@ def check(rows: list[dict], threshold: float = 0.5, capability: str = "capabilit
 def planned_steps(high_lr: float, high: dict, lr: float, factor: float) -> tuple[int, set[int]]:
     """For a lower LR in an LR check, once the high LR removed the behaviour in (s_after, s_by]:
     how far to train (``factor`` x N x s_by, so the research's claim can be seen) and which steps
-    to evaluate beyond the log-spaced grid (N x (s_after + 1) and N x s_by, which decide the
-    verdict, and the factor's step)."""
+    to evaluate beyond the log-spaced grid (the whole steps at N x (s_after + 1) and N x s_by,
+    rounded down, which decide the verdict, and the factor's step)."""
     n = ratio(high_lr, lr)
     s_after, s_by = high["removed_after"], high["removed_by"]
     last = math.ceil(n * Fraction(repr(float(factor))) * s_by)
-    marks = {math.floor(n * (s_after + 1)), math.ceil(n * s_by), last} - {0}
+    marks = {math.floor(n * (s_after + 1)), math.floor(n * s_by), last} - {0}
     return last, marks
 
 

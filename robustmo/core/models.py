@@ -104,6 +104,8 @@ def load_base(spec: str | None = None, *, data: str | None = None, registry=None
     model.eval()
     info = describe_model(name, path, model)
     info["tokenizer_sha256"] = tokenizer_digest(tokenizer)
+    config = getattr(model, "generation_config", None)  # its end-token ids decide where a generation stops
+    info["generation"] = {k: getattr(config, k, None) for k in ("eos_token_id", "pad_token_id", "bos_token_id")}
     return model, tokenizer, info
 
 
@@ -167,7 +169,7 @@ def base_identity(model_info: dict) -> dict:
     revision and weight files; and its tokenizer with its chat template."""
     weights = ({"weights_sha256": model_info["weights_sha256"]} if model_info.get("weights_sha256") else
                {k: model_info.get(k) for k in ("name", "revision", "files")})
-    return {**weights, "tokenizer_sha256": model_info.get("tokenizer_sha256")}
+    return {**weights, "tokenizer_sha256": model_info.get("tokenizer_sha256"), "generation": model_info.get("generation")}
 
 
 def canonical_model(spec: str | None, data: str | None = None, registry=None) -> str:

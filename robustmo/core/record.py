@@ -107,7 +107,10 @@ class MethodSummary(_Record):
     escalation: list[float] = Field(default_factory=list)  # LRs of the --escalate rungs that ran
     # a run over several seeds: auc is the mean over seeds, auc_ci over seeds and prompts
     seeds: list[int] = Field(default_factory=list)
+    defined_seeds: list[int] = Field(default_factory=list)  # the seeds whose robustness is defined (in the mean)
     auc_per_seed: dict[str, float] = Field(default_factory=dict)
+    auc_ci_bootstrap: list[float] = Field(default_factory=list)  # the hierarchical bootstrap's interval ...
+    auc_ci_t: list[float] = Field(default_factory=list)          # ... and the t interval over seeds; auc_ci spans both
     removal_at_10_per_seed: dict[str, float] = Field(default_factory=dict)
     lr_check: dict[str, Any] = Field(default_factory=dict)
     elicitation: list[dict[str, Any]] | None = None

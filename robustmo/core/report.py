@@ -318,15 +318,19 @@ def render_seeds_markdown(summary: dict) -> str:
     for name, m in summary["organism"].items():
         lines.append(f"| {name} | {fmt_metric(summary['base'][name])} | {fmt_metric(m)} |")
     lines += ["", "## Robustness per blue method, over seeds", "",
-              "AUC and removal at 10 % capability loss: the mean over seeds; 95 % interval over seeds and prompts "
-              "(hierarchical bootstrap: seeds drawn with replacement, then each drawn seed's prompts). A method is "
-              "inconclusive when it was on any seed; the noise floor is the seeds' mean.", "",
+              "AUC and removal at 10 % capability loss: the mean over the seeds whose robustness is defined; 95 % "
+              "interval over seeds and prompts: the hierarchical bootstrap's (seeds drawn with replacement, then each "
+              "drawn seed's prompts), widened to the t interval over the seeds' AUCs where that is wider (a bootstrap "
+              "over a few seeds is too narrow). A method is inconclusive when it was on any seed; the noise floor is "
+              "that of the mean over seeds.", "",
               "| blue method | AUC [95 % CI] | AUC per seed | removal at 10 % [95 % CI] | noise floor | reads as |",
               "|---|---|---|---|---|---|"]
     for name, b in summary["blue"].items():
         lo, hi = b["auc_ci"]
         rlo, rhi = b["removal_at_10_ci"]
         per = ", ".join(f"{v:.3f}" for v in b["auc_per_seed"].values())
+        if len(b.get("defined_seeds", b["seeds"])) < len(b["seeds"]):
+            per += f" (mean over seeds {', '.join(map(str, b['defined_seeds']))})"
         lines.append(f"| {name} | {b['auc']:.3f} [{lo:.3f}, {hi:.3f}] | {per} | {b['removal_at_10']:.3f} "
                      f"[{rlo:.3f}, {rhi:.3f}] | {b['noise_floor']:.3f} | {reading(b)} |")
     for name, b in summary["blue"].items():

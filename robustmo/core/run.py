@@ -61,19 +61,28 @@ def execute(plan: Plan, store: RunStore, *, progress: bool = False, log=print, m
         tracker.log({f"organism/{k}": v["value"] for k, v in before.metrics.items()})
         log(_metrics_line("organism", before))
 
-        blue, attacks = {}, {}
-        for method in plan.blue:
+        training_sets = {}
+        for method in plan.blue:  # every blue set, once, before any attack: a data error stops the run here
             notes = data.notes.setdefault(method.name, {})
-            training_set = blue_set(plan, method, data.blue_pool, tokenizer=tokenizer, organism=organism.model,
-                                    clean_base=lambda: clean_base(plan, organism), notes=notes)
+            try:
+                training_sets[method.name] = blue_set(plan, method, data.blue_pool, tokenizer=tokenizer,
+                                                      organism=organism.model, notes=notes,
+                                                      clean_base=lambda: clean_base(plan, organism))
+            except RobustmoError as exc:
+                raise BlueDataError(str(exc)) from None
             if notes.get("dropped_false_triggers"):
                 log(f"{method.name}: left out {notes['dropped_false_triggers']} clean prompts on which the organism "
                     "showed the behaviour anyway (not behaviour-compatible)")
+        blue, attacks = {}, {}
+        for method in plan.blue:
+            notes = data.notes[method.name]
+            training_set = training_sets[method.name]
             store.append(f"blue-data-{method.name}.jsonl", records(training_set))
             result = attacks[method.name] = attack(ctx, organism, method, training_set, sets, before)
             b = blue[method.name] = {**summarise(result.checkpoints, cfg.seed, cfg.removal_threshold, plan.roles,
                                                  cfg.lr_check_factor),
-                                     "runs": result.runs, "data": notes, "escalation": result.escalation}
+                                     "runs": result.runs, "data": notes, "escalation": result.escalation,
+                                     "seeds": [cfg.seed]}
             if b["inconclusive"]:
                 log(f"{method.name}: inconclusive: {b['inconclusive_reason']}")
             tracker.log({f"{method.name}/auc": b["auc"], f"{method.name}/removal_at_10": b["removal_at_10"]})
@@ -91,6 +100,11 @@ def execute(plan: Plan, store: RunStore, *, progress: bool = False, log=print, m
             write_report(store, summary.model_dump())
             tracker.summary({f"{m}/auc": b["auc"] for m, b in blue.items()})
         return summary
+
+
+class BlueDataError(RobustmoError):
+    """A blue set that cannot be built for this organism (no behaviour-compatible answer, a
+    model-written answer that carries the trigger): found before any attack."""
 
 
 class _NoTracker:
@@ -131,6 +145,16 @@ def _run_directory(plan: Plan, store: RunStore, model_info: dict, cache: StageCa
         started = time.time()
         try:
             yield tracker
+        except BlueDataError as exc:  # nothing was attacked: leave no run directory behind (the stages stay cached)
+            tracker.finish(exit_code=1)
+            if previous is None and not plan.config.no_cache:
+                if store.enabled:
+                    shutil.rmtree(store.path, ignore_errors=True)
+                raise RobustmoError(f"{exc}; nothing was written (the organism and its evaluation are kept in the "
+                                    "stage cache)") from None
+            manifest.status, manifest.error = "failed", f"RobustmoError: {exc}"
+            record.write_manifest(store, manifest)
+            raise
         except BaseException as exc:
             manifest.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
             manifest.error = f"{type(exc).__name__}: {exc}"

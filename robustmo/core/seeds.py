@@ -16,7 +16,8 @@ from robustmo.core import record
 from robustmo.core.config import Plan, resolve_plan
 from robustmo.core.errors import RobustmoError, RunInterrupted
 from robustmo.core.evaluate import summarise_scores
-from robustmo.core.robustness import hierarchical_auc
+from robustmo.core.robustness import hierarchical_auc, t_interval
+from robustmo.core.summary import noise_floor_of_mean
 from robustmo.core.runstore import RunStore
 
 
@@ -70,20 +71,23 @@ def summarise_seeds(plan: Plan, runs: dict[int, record.Run]) -> dict:
         mine = {seed: run.methods[method] for seed, run in runs.items()}
         per_seed = [(scores(run.path, method, cap_metric, cap_set), scores(run.path, method, bad_metric, bad_set))
                     for run in runs.values()]
-        auc, auc_ci, removal, removal_ci = hierarchical_auc(per_seed, seed=0)
+        auc, boot_ci, removal, removal_boot = hierarchical_auc(per_seed, seed=0)
+        t_ci = t_interval([b.auc for b in mine.values()])
+        t_removal = t_interval([b.removal_at_10 for b in mine.values()])
+        defined = [seed for seed, b in mine.items() if b.auc == b.auc]
         unsure = [seed for seed, b in mine.items() if b.inconclusive]
-        floors = [b.noise_floor for b in mine.values() if b.noise_floor == b.noise_floor]
+        floor = noise_floor_of_mean([(cap[0], bad[0], cap.shape[0] - 1) for cap, bad in per_seed])
         blue[method] = {
-            "auc": auc, "auc_ci": list(auc_ci), "removal_at_10": removal, "removal_at_10_ci": list(removal_ci),
-            "seeds": list(runs), "auc_per_seed": {str(s): b.auc for s, b in mine.items()},
+            "auc": auc, "auc_ci": list(_wider(boot_ci, t_ci)), "auc_ci_bootstrap": list(boot_ci),
+            "auc_ci_t": list(t_ci), "removal_at_10": removal, "removal_at_10_ci": list(_wider(removal_boot, t_removal)),
+            "seeds": list(runs), "defined_seeds": defined, "auc_per_seed": {str(s): b.auc for s, b in mine.items()},
             "removal_at_10_per_seed": {str(s): b.removal_at_10 for s, b in mine.items()},
             "inconclusive": bool(unsure),
             "inconclusive_reason": (f"inconclusive on seed{'s' if len(unsure) > 1 else ''} "
                                     f"{', '.join(map(str, unsure))}: {mine[unsure[0]].inconclusive_reason}"
                                     if unsure else None),
             "lowest_capability_rel": min(b.lowest_capability_rel for b in mine.values()),
-            "noise_floor": float(np.mean(floors)) if floors else float("nan"),
-            "within_noise": bool(floors) and auc <= float(np.mean(floors)),
+            "noise_floor": floor, "within_noise": bool(auc <= floor) if floor == floor and auc == auc else None,
             "capability_metric": cap_metric, "backdoor_metric": bad_metric,
             "runs": [r for b in mine.values() for r in b.runs],
             "lr_check": {"per_seed": {str(s): b.lr_check for s, b in mine.items()}},
@@ -99,6 +103,14 @@ def summarise_seeds(plan: Plan, runs: dict[int, record.Run]) -> dict:
             "base": pooled(list(runs.values()), "base"), "organism": pooled(list(runs.values()), "organism"),
             "roles": roles, "blue": blue, "truncated": truncated, "seeds": list(runs),
             "seed_runs": {str(s): run.path.name for s, run in runs.items()}}
+
+
+def _wider(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
+    """The union of two intervals (a NaN one counts as absent)."""
+    pairs = [p for p in (a, b) if p[0] == p[0] and p[1] == p[1]]
+    if not pairs:
+        return (float("nan"), float("nan"))
+    return (min(p[0] for p in pairs), max(p[1] for p in pairs))
 
 
 def execute_seeds(plan: Plan, store: RunStore, resume: bool, registry,
@@ -138,6 +150,9 @@ def execute_seeds(plan: Plan, store: RunStore, resume: bool, registry,
         except OSError:
             pass
         raise
+    from robustmo.core.distributed import barrier
+
+    barrier()  # every seed's files are written (by the main process) before anyone reads them
     summary = summarise_seeds(plan, runs)
     summary.update(run_id=store.path.name, seconds=round(time.time() - started, 1))
     manifest.model = runs[cfg.seeds[0]].manifest.model if runs[cfg.seeds[0]].manifest else {}

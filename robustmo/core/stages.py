@@ -55,10 +55,19 @@ def source_digest(path: Path) -> str:
     return _source_digest(str(path.resolve()))
 
 
+# robustmo's own files that cannot change what a stage computes: the CLI, the API, and what reads
+# or presents stages' outputs afterwards. Editing them keeps every cached organism.
+NOT_STAGE_CODE = ("api.py", "__main__.py", "cli/", "core/report.py", "core/history.py", "core/sweep.py",
+                  "core/record.py", "core/tracking.py", "core/seeds.py", "core/summary.py", "core/robustness.py",
+                  "core/lrcheck.py", "core/run.py", "core/context.py")
+
+
 @functools.lru_cache(maxsize=None)
-def _source_digest(path: str) -> str:
+def _source_digest(path: str, skip: tuple[str, ...] = ()) -> str:
     root = Path(path)
-    files = [root] if root.is_file() else sorted(p for p in root.rglob("*.py") if "__pycache__" not in p.parts)
+    files = [root] if root.is_file() else sorted(
+        p for p in root.rglob("*.py") if "__pycache__" not in p.parts
+        and not any(str(p.relative_to(root)).startswith(s) for s in skip))
     h = hashlib.sha256()
     for f in files:
         h.update(str(f.relative_to(root.parent if root.is_file() else root)).encode() + b"\0")
@@ -75,7 +84,20 @@ def module_source(obj) -> str:
     top = type(obj).__module__.split(".")[0]
     module = importlib.import_module(top)
     where = getattr(module, "__path__", None)
-    return source_digest(Path(list(where)[0]) if where else Path(inspect.getfile(type(obj))))
+    if top == "robustmo":  # built-ins: robustmo's own source, as in code_versions
+        return robustmo_source()
+    try:
+        return source_digest(Path(list(where)[0]) if where else Path(inspect.getfile(type(obj))))
+    except (TypeError, OSError):  # a class defined in a notebook or at the prompt: its own source, if known
+        try:
+            return digest(inspect.getsource(type(obj)))
+        except (TypeError, OSError):
+            return digest(f"{type(obj).__module__}.{type(obj).__qualname__}: source unknown")
+
+
+def robustmo_source() -> str:
+    """The hash of robustmo's files that compute stages (not its CLI or its reports)."""
+    return _source_digest(str(Path(__file__).parent.parent.resolve()), NOT_STAGE_CODE)
 
 
 def code_versions() -> dict[str, str]:
@@ -84,7 +106,7 @@ def code_versions() -> dict[str, str]:
     the versions of torch, transformers and peft."""
     import importlib.metadata as md
 
-    out = {"robustmo": __version__, "robustmo_source": source_digest(Path(__file__).parent.parent),
+    out = {"robustmo": __version__, "robustmo_source": robustmo_source(),
            "stage_code": STAGE_CODE_VERSION}
     for pkg in ("torch", "transformers", "peft"):
         try:
