@@ -5,7 +5,7 @@
 1. Peak: the best of a few dense fp32 `torch.matmul` of square matrices (sizes 1024-3072,
    the same thread count as training), before and after training in this run (the better
    of the two: a shared machine can be busy for one); FLOP/s = 2 n^3 / seconds.
-2. Training: `robustmo.core.training.train`, full fine-tuning of a randomly initialised model
+2. Training: `robustmo.core.training.Training`, full fine-tuning of a randomly initialised model
    of each preset's shape on toy-world chats, batch 32; steady-state non-padding tokens/s
    (first steps left out); the first preset (the default, the one with a target) trains
    ``--rounds`` times and its best round counts, as the peak is the best of its repeats: on
