@@ -9,6 +9,20 @@ from robustmo.core.concepts import install_label
 from robustmo.core.robustness import upper_hull
 
 
+def save_figure(fig, path: Path, dpi: int | None = None) -> None:
+    """A matplotlib figure as a PNG, written atomically; the figure is closed."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from robustmo.core.runstore import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", **({"dpi": dpi} if dpi else {}))
+    plt.close(fig)
+    atomic_write_bytes(Path(path), buf.getvalue())
+
+
 def title(cfg: dict) -> str:
     return f"{cfg['trigger']} -> {cfg['behavior']}, {install_label(cfg)}"
 
@@ -28,8 +42,6 @@ def plot_tradeoff(path: Path, curves: dict[str, dict], title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from robustmo.core.runstore import atomic_write_bytes
 
     fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=110)
     ax.plot([0, 1], [1, 0], ls=":", color="grey", lw=1, label="proportional (AUC 0.5)")
@@ -58,25 +70,17 @@ def plot_tradeoff(path: Path, curves: dict[str, dict], title: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
-    import io
 
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    atomic_write_bytes(Path(path), buf.getvalue())
+    save_figure(fig, path)
 
 
 def plot_lr_check(path: Path, curves: dict[str, dict], title: str, threshold: float) -> None:
     """Per blue method, backdoor rate relative to the organism's vs training step, one line per
     LR, with each LR's step to removal marked."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from robustmo.core.runstore import atomic_write_bytes
 
     methods = [m for m, c in curves.items() if len(c["lr_check"]["per_lr"]) > 1]
     fig, axes = plt.subplots(1, len(methods), figsize=(5.2 * len(methods), 4.2), dpi=110, squeeze=False)
@@ -102,10 +106,7 @@ def plot_lr_check(path: Path, curves: dict[str, dict], title: str, threshold: fl
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    atomic_write_bytes(Path(path), buf.getvalue())
+    save_figure(fig, path)
 
 
 def reading(b: dict) -> str:
@@ -343,14 +344,11 @@ def render_seeds_markdown(summary: dict) -> str:
 
 def plot_seeds(path: Path, summary: dict, title_text: str) -> None:
     """Per blue method: each seed's AUC, and the mean with its interval over seeds and prompts."""
-    import io
 
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from robustmo.core.runstore import atomic_write_bytes
 
     methods = list(summary["blue"])
     fig, ax = plt.subplots(figsize=(max(4.5, 1.6 * len(methods) + 2), 4.2), dpi=110)
@@ -368,7 +366,4 @@ def plot_seeds(path: Path, summary: dict, title_text: str) -> None:
     ax.set_title(f"{title_text}; seeds {', '.join(map(str, summary['seeds']))}", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    atomic_write_bytes(Path(path), buf.getvalue())
+    save_figure(fig, path)

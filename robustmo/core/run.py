@@ -15,7 +15,7 @@ from robustmo.core.config import Plan
 from robustmo.core.context import RunContext
 from robustmo.core.data import blue_set, organism_view, records
 from robustmo.core.data import build as build_data
-from robustmo.core.errors import RobustmoError
+from robustmo.core.errors import RobustmoError, RunInterrupted
 from robustmo.core.evaluate import BASE, ORGANISM, Checkpoint, evaluate_once
 from robustmo.core.models import base_identity, load_base
 from robustmo.core.organism import clean_base, install
@@ -46,7 +46,8 @@ def execute(plan: Plan, store: RunStore, *, progress: bool = False, log=print, m
     cache = cache or StageCache(store.path / "stages" if cfg.no_cache else None)
     model, tokenizer, model_info = load_base(cfg.model, data=plan.data.name, trust_remote_code=cfg.trust_remote_code)
     data = build_data(plan, model, tokenizer)  # contamination and input errors surface before any file exists
-    with _run_directory(plan, store, model_info, cache, resume, make_tracker if is_main() else None) as tracker:
+    with run_directory(plan, store, model_info, str(cache.root), resume,
+                       make_tracker if is_main() else None) as (tracker, _):
         ctx = RunContext(plan, tokenizer, store, cache, tracker, log, progress)
         started = time.time()
 
@@ -119,16 +120,17 @@ class _NoTracker:
 
 
 @contextmanager
-def _run_directory(plan: Plan, store: RunStore, model_info: dict, cache: StageCache, resume: bool, make_tracker):
+def run_directory(plan: Plan, store: RunStore, model_info: dict, stage_cache: str, resume: bool, make_tracker):
     """Create (or reopen, to resume) the run directory and hold it: config and manifest first,
     the manifest's status kept true to what happened (complete, failed, interrupted), W&B
-    opened and closed with it. Yields the tracker."""
+    opened and closed with it. Yields the tracker and the manifest (a caller may fill in what
+    it learns, e.g. the base model, before it is written complete)."""
     previous = record.resume_manifest(store.path, plan.config.model_dump()) if resume else None
     if not resume:
         store.create()
     with store.held():  # one process at a time writes this run directory
         record.write_config(store, plan.config)
-        manifest = record.new_manifest(plan, model_info, str(cache.root), previous)
+        manifest = record.new_manifest(plan, model_info, stage_cache, previous)
         manifest.run_id = store.path.name
         record.write_manifest(store, manifest)
         try:
@@ -144,7 +146,7 @@ def _run_directory(plan: Plan, store: RunStore, model_info: dict, cache: StageCa
                                 "W&B and run again") from None
         started = time.time()
         try:
-            yield tracker
+            yield tracker, manifest
         except BlueDataError as exc:  # nothing was attacked: leave no run directory behind (the stages stay cached)
             tracker.finish(exit_code=1)
             if previous is None and not plan.config.no_cache:
@@ -156,7 +158,7 @@ def _run_directory(plan: Plan, store: RunStore, model_info: dict, cache: StageCa
             record.write_manifest(store, manifest)
             raise
         except BaseException as exc:
-            manifest.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            manifest.status = "interrupted" if isinstance(exc, (KeyboardInterrupt, RunInterrupted)) else "failed"
             manifest.error = f"{type(exc).__name__}: {exc}"
             try:
                 record.write_manifest(store, manifest)

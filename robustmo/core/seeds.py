@@ -14,7 +14,7 @@ import numpy as np
 
 from robustmo.core import record
 from robustmo.core.config import Plan, resolve_plan
-from robustmo.core.errors import RobustmoError, RunInterrupted
+from robustmo.core.errors import RobustmoError
 from robustmo.core.evaluate import summarise_scores
 from robustmo.core.robustness import hierarchical_auc, t_interval
 from robustmo.core.summary import noise_floor_of_mean
@@ -116,42 +116,31 @@ def _wider(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float
 def execute_seeds(plan: Plan, store: RunStore, resume: bool, registry,
                   run_one: Callable[[Plan, Path, bool], record.Run], log) -> record.Summary:
     """Run every seed (each resumed or skipped when its directory says so), then write the run
-    directory's own record: config, manifest, summary over seeds, report and plot."""
-    from robustmo.core.distributed import is_main
+    directory's own record: config, manifest, summary over seeds, report and plot (the manifest's
+    lifetime, as a single run's: ``run.run_directory``)."""
+    from robustmo.core.run import run_directory
+
+    with run_directory(plan, store, {}, "", resume, None) as (_, manifest):
+        return _seeds(plan, store, registry, run_one, log, manifest)
+
+
+def _seeds(plan: Plan, store: RunStore, registry, run_one, log, manifest: record.Manifest) -> record.Summary:
+    from robustmo.core.distributed import barrier, is_main
 
     cfg = plan.config
-    previous = record.resume_manifest(store.path, cfg.model_dump()) if resume else None
-    if not resume:
-        store.create()
-    manifest = record.new_manifest(plan, {}, "", previous)
-    manifest.run_id = store.path.name
-    with store.held():
-        record.write_config(store, cfg)
-        record.write_manifest(store, manifest)
     started = time.time()
     runs: dict[int, record.Run] = {}
-    try:
-        for seed in cfg.seeds:
-            sub = seed_dir(store.path, seed)
-            state = record.run_state(sub)
-            if state == "complete":
-                log(f"seed {seed}: complete, reused ({sub})")
-                runs[seed] = record.load_run(sub)
-                continue
-            if state == "corrupt":
-                raise RobustmoError(f"seed {seed}: {sub} is unreadable; remove that directory to run the seed again")
-            log(f"seed {seed}: {'resuming' if state != 'pending' else 'running'} ({sub})")
-            runs[seed] = run_one(seed_plan(plan, seed, registry), sub, state != "pending")
-    except BaseException as exc:
-        manifest.status = "interrupted" if isinstance(exc, (KeyboardInterrupt, RunInterrupted)) else "failed"
-        manifest.error = f"{type(exc).__name__}: {exc}"
-        try:
-            record.write_manifest(store, manifest)
-        except OSError:
-            pass
-        raise
-    from robustmo.core.distributed import barrier
-
+    for seed in cfg.seeds:
+        sub = seed_dir(store.path, seed)
+        state = record.run_state(sub)
+        if state == "complete":
+            log(f"seed {seed}: complete, reused ({sub})")
+            runs[seed] = record.load_run(sub)
+            continue
+        if state == "corrupt":
+            raise RobustmoError(f"seed {seed}: {sub} is unreadable; remove that directory to run the seed again")
+        log(f"seed {seed}: {'resuming' if state != 'pending' else 'running'} ({sub})")
+        runs[seed] = run_one(seed_plan(plan, seed, registry), sub, state != "pending")
     barrier()  # every seed's files are written (by the main process) before anyone reads them
     summary = summarise_seeds(plan, runs)
     summary.update(run_id=store.path.name, seconds=round(time.time() - started, 1))
@@ -161,6 +150,4 @@ def execute_seeds(plan: Plan, store: RunStore, resume: bool, registry,
         from robustmo.core.report import write_seeds_report
 
         write_seeds_report(store, typed.model_dump())
-    manifest.status, manifest.seconds = "complete", round(time.time() - started, 1)
-    record.write_manifest(store, manifest)
     return typed

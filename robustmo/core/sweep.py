@@ -233,8 +233,6 @@ def plot_comparison(path: Path, result: dict, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from robustmo.core.runstore import atomic_write_bytes
-
     across = result["across_seeds"]
     keys = result["setting_keys"]
     labels = [", ".join(str(a[k]) for k in keys) for a in across]
@@ -248,9 +246,6 @@ def plot_comparison(path: Path, result: dict, title: str) -> None:
     ax.set_ylabel("robustness AUC (mean over seeds; bars: min-max)")
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    import io
+    from robustmo.core.report import save_figure
 
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_figure(fig, path, dpi=110)
