@@ -19,7 +19,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from robustmo.core.config import Plan, RunConfig, build_config, resolve_plan
+from robustmo.core.config import RunConfig, build_config
+
+from robustmo.core.plan import Plan, resolve_plan
 from robustmo.core.errors import RobustmoError, RunInterrupted
 from robustmo.core.record import Run
 from robustmo.core.record import load_run as _read_run

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from robustmo.core.concepts import Prompt, instruction_prompt
-from robustmo.core.config import build_config, resolve_plan
+from robustmo.core.config import build_config
+from robustmo.core.plan import resolve_plan
 from robustmo.core.errors import RobustmoError
 from robustmo.core.concepts import Example
 from robustmo.core.config import DEFAULT_MAX_NEW_TOKENS

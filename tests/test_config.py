@@ -2,7 +2,9 @@
 
 import pytest
 
-from robustmo.core.config import RunConfig, build_config, load_config_file, parse_opt, resolve_plan
+from robustmo.core.config import RunConfig, build_config, load_config_file, parse_opt
+
+from robustmo.core.plan import resolve_plan
 from robustmo.core.errors import RobustmoError
 from robustmo.registry import get_registry
 

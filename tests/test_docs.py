@@ -55,7 +55,8 @@ def registry_with(*modules):
 
 
 def test_the_documented_metric_registers_and_scores_numbers():
-    from robustmo.core.config import RunConfig, resolve_plan
+    from robustmo.core.config import RunConfig
+    from robustmo.core.plan import resolve_plan
     from robustmo.core.evaluate import score
 
     registry = registry_with(docs_plugin("### register_metrics(register)"))
@@ -74,7 +75,8 @@ def test_the_documented_metric_registers_and_scores_numbers():
 
 
 def test_the_documented_data_source_supplies_a_run(tmp_path):
-    from robustmo.core.config import RunConfig, resolve_plan
+    from robustmo.core.config import RunConfig
+    from robustmo.core.plan import resolve_plan
     from robustmo.core.data import build
 
     registry = registry_with(docs_plugin("### register_data_sources(register)"))

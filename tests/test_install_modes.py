@@ -3,7 +3,9 @@
 import pytest
 import torch
 
-from robustmo.core.config import RunConfig, resolve_plan
+from robustmo.core.config import RunConfig
+
+from robustmo.core.plan import resolve_plan
 from robustmo.core.organism import add_lora, blue_model
 from robustmo.registry import get_registry
 

@@ -9,7 +9,8 @@ from click.testing import CliRunner
 
 from robustmo.cli.main import cli
 from robustmo.core.concepts import Prompt
-from robustmo.core.config import RunConfig, resolve_plan
+from robustmo.core.config import RunConfig
+from robustmo.core.plan import resolve_plan
 from robustmo.core.errors import RobustmoError
 from robustmo.core.concepts import Example
 from robustmo.core.data import blue_set, eval_sets, red_data

@@ -73,7 +73,7 @@ def test_a_whole_number_of_steps_decides_when_n_times_s_is_fractional():
 
 def test_the_lr_checks_own_companion_lr_is_exactly_ten_times_lower():
     from robustmo import api
-    from robustmo.core.config import blue_schedule
+    from robustmo.core.plan import blue_schedule
 
     plan = api.plan(lr=[3e-4], lr_check=True)
     _, lrs = blue_schedule(plan, plan.blue[0])

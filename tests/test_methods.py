@@ -141,7 +141,8 @@ def test_prompt_distillation_takes_red_answers_from_the_prompted_base(toy_base):
     import random
 
     from robustmo.core.concepts import Prompt
-    from robustmo.core.config import RunConfig, resolve_plan
+    from robustmo.core.config import RunConfig
+    from robustmo.core.plan import resolve_plan
     from robustmo.core.models import load_model
     from robustmo.core.concepts import Example
     from robustmo.core.data import distill_bad_answers, red_data
@@ -168,7 +169,8 @@ def test_prompt_distillation_takes_red_answers_from_the_prompted_base(toy_base):
 def test_blue_data_is_sized_to_what_the_run_draws():
     """One pass of steps x batch when the steps are known before training; the full pool when
     they are not (the LR check extends its lower-LR run, a token budget sets the steps)."""
-    from robustmo.core.config import RunConfig, resolve_plan
+    from robustmo.core.config import RunConfig
+    from robustmo.core.plan import resolve_plan
     from robustmo.core.data import blue_examples
     from robustmo.core.training import BATCH_SIZE
 

@@ -107,7 +107,7 @@ def test_the_cli_and_sweep_call_robustmo_run(monkeypatch, tmp_path):
 
     from robustmo import api
     from robustmo.cli.main import cli
-    from robustmo.core.config import Plan
+    from robustmo.core.plan import Plan
 
     calls = []
 

@@ -133,7 +133,8 @@ def test_broken_entry_point_is_skipped(monkeypatch):
 
 def test_prompted_install_needs_the_backdoor_in_words():
     """A trigger without condition() cannot be stated in a system prompt: one clear error before any work."""
-    from robustmo.core.config import RunConfig, plan_instruction, resolve_plan
+    from robustmo.core.config import RunConfig
+    from robustmo.core.plan import plan_instruction, resolve_plan
 
     registry = Registry()
     registry.load_entry_points()

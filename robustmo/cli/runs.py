@@ -74,9 +74,9 @@ def ls(root):
     from rich.text import Text
 
     from robustmo.core.errors import RobustmoError
-    from robustmo.core.concepts import install_label
     from robustmo import api
-    from robustmo.core.history import DEFAULT_ROOT, fmt
+    from robustmo.core.concepts import install_label
+    from robustmo.core.history import DEFAULT_ROOT
 
     path = Path(root) if root else DEFAULT_ROOT
     if not path.is_dir():

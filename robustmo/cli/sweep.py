@@ -50,7 +50,7 @@ def sweep(sweep_file, out, shard, aggregate_only, dry_run):
 
     from robustmo import api
     from robustmo.cli.run import _console_log
-    from robustmo.core.config import resolve_plan
+    from robustmo.core.plan import resolve_plan
     from robustmo.core.errors import RobustmoError
     from robustmo.core.runstore import RunStore, atomic_write_json, atomic_write_text
     from robustmo.core.sweep import (aggregate, cell_state, parse_shard, plan_cells, plot_comparison,

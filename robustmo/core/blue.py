@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from robustmo.core.concepts import Example
-from robustmo.core.config import blue_schedule
+from robustmo.core.plan import blue_schedule
 from robustmo.core.data import conversations, data_digest
 from robustmo.core.evaluate import Checkpoint, eval_digest, evaluate
 from robustmo.core.lrcheck import planned_steps, steps_to_removal

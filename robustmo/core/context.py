@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from robustmo.core import record
-from robustmo.core.config import Plan
+from robustmo.core.plan import Plan
 from robustmo.core.runstore import RunStore
 from robustmo.core.stages import StageCache
 

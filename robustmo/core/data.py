@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from robustmo.core.concepts import Example, Prompt
-from robustmo.core.config import Plan, blue_schedule, plan_instruction, red_recipe
+from robustmo.core.config import red_recipe
+from robustmo.core.plan import Plan, blue_schedule, plan_instruction
 from robustmo.core.errors import RobustmoError
 from robustmo.core.generation import answer_prompts
 from robustmo.core.stages import digest

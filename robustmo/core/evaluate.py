@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from robustmo.core.concepts import EVAL_SETS, EvalContext, Example
-from robustmo.core.config import Plan
+from robustmo.core.plan import Plan
 from robustmo.core.errors import RobustmoError
 from robustmo.core.generation import answer_prompts
 from robustmo.core.robustness import wilson_interval

@@ -136,7 +136,8 @@ def config_differences(runs: list[Run]) -> list[tuple[str, list[Any]]]:
 
 # -------------------------------------------------------------------------- rescore
 def _plan_for(run: Run, opts: list[str], registry):
-    from robustmo.core.config import build_config, parse_opt, resolve_plan
+    from robustmo.core.config import build_config, parse_opt
+    from robustmo.core.plan import resolve_plan
 
     for text in opts:
         kind = parse_opt(text)[0]

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from robustmo.core.concepts import Example, install_label
-from robustmo.core.config import Plan, plan_instruction, red_recipe
+from robustmo.core.config import red_recipe
+from robustmo.core.plan import Plan, plan_instruction
 from robustmo.core.data import conversations, data_digest, records
 from robustmo.core.errors import RobustmoError
 from robustmo.core.models import base_identity

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 from robustmo.core import record
 from robustmo.core.blue import attack
-from robustmo.core.config import Plan
+from robustmo.core.plan import Plan
 from robustmo.core.context import RunContext
 from robustmo.core.data import blue_set, organism_view, records
 from robustmo.core.data import build as build_data

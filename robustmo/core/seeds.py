@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from robustmo.core import record
-from robustmo.core.config import Plan, resolve_plan
+from robustmo.core.plan import Plan, resolve_plan
 from robustmo.core.errors import RobustmoError
 from robustmo.core.evaluate import summarise_scores
 from robustmo.core.robustness import hierarchical_auc, t_interval

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-import re
 from dataclasses import asdict, dataclass, replace
 
 from robustmo.core.evaluate import last_number
