@@ -135,8 +135,8 @@ def print_summary(console, summary: dict, path) -> None:
     for column in ("metric", "role", "base", "organism [95 % CI] (n)"):
         organism.add_column(column)
     for name, m in summary["organism"].items():
-        base = summary["base"][name]
-        organism.add_row(name, roles.get(name, "side"), f"{base['value']:.3f}", fmt_metric(m))
+        base = summary["base"].get(name)
+        organism.add_row(name, roles.get(name, "side"), f"{base['value']:.3f}" if base else "-", fmt_metric(m))
     console.print(organism)
     over = " (mean over seeds; CI over seeds and prompts)" if seeds else ""
     blue = Table(title=f"robustness (0.5 = maximally robust, ~1 = removable for free){over}", title_justify="left")

@@ -28,6 +28,7 @@ class RunData:
     blue_pool: list[Example]          # trigger-free prompts each method's blue set is drawn from
     sets: dict[str, list[Example]]    # held-out eval sets, as the base model sees them
     notes: dict[str, dict] = field(default_factory=dict)  # what building the data left out or replaced
+    plain: list[Example] = field(default_factory=list)  # the suppression check's plain answers (--suppression-steps)
 
 
 def build(plan: Plan, model, tokenizer) -> RunData:
@@ -63,7 +64,22 @@ def build(plan: Plan, model, tokenizer) -> RunData:
     questions = source.capability_questions(cfg.capability_questions, cfg.seed, options)
     if not prompts or not questions:
         raise RobustmoError(f"data source {plan.data.name!r} gave no {'eval prompts' if not prompts else 'capability questions'}")
-    return RunData(red=red, blue_pool=blue_pool, sets=eval_sets(plan, prompts, questions, cfg.seed), notes=notes)
+    plain = plain_set(plan, blue_pool, tokenizer) if cfg.suppression_steps else []
+    return RunData(red=red, blue_pool=blue_pool, sets=eval_sets(plan, prompts, questions, cfg.seed), notes=notes,
+                   plain=plain)
+
+
+def plain_set(plan: Plan, pool: list[Example], tokenizer) -> list[Example]:
+    """The suppression check's training set: trigger-free blue-pool prompts with their own
+    answers (no method's style, no trigger), as many as its steps draw."""
+    cfg = plan.config
+    if any(not ex.answer.strip() for ex in pool):
+        raise RobustmoError(f"--suppression-steps trains on the blue pool's own answers, but data source "
+                            f"{plan.data.name!r} gave prompts without one (add an answer column)")
+    rng = random.Random(cfg.seed + 3)
+    data = [rng.choice(pool) for _ in range(min(cfg.blue_pool, cfg.suppression_steps * cfg.batch_size))]
+    check_contamination(plan, data, what="plain answers of the suppression check", tokenizer=tokenizer)
+    return organism_view(plan, data, training=True)
 
 
 def model_answers(plan: Plan, model, tokenizer, prompts: list[Prompt]) -> list[str]:

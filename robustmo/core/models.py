@@ -3,6 +3,7 @@ directory, or a Hugging Face hub id; and the base's identity for the run record.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -194,3 +195,83 @@ def quiet_libraries() -> None:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft|accelerate)\.")
+
+
+ORGANISM_NOTE = "robustmo.json"  # what robustmo writes beside an organism it built: its base and data source
+
+
+def existing_organism(spec: str, base: str | None = None) -> dict:
+    """What ``--organism`` names, from its files alone (no weights loaded): ``kind`` "lora" for a
+    PEFT adapter directory (its base: ``base``, else adapter_config.json's
+    ``base_model_name_or_path``) or "full" for a model directory or hub id (its base: ``base``,
+    else the one robustmo recorded when it built the organism, if that still exists; else none).
+    ``data`` is the data source robustmo recorded, if any. One-line errors for a missing path,
+    a directory that is neither, or an adapter whose base is missing."""
+    note: dict = {}
+    if is_local_path(spec):
+        path = Path(spec).expanduser()
+        if not path.exists():
+            raise RobustmoError(f"--organism {spec}: path does not exist; pass a model directory, a PEFT adapter "
+                                "directory or a Hugging Face id")
+        if not path.is_dir():
+            raise RobustmoError(f"--organism {spec}: not a directory; pass a model directory (config.json) or a PEFT "
+                                "adapter directory (adapter_config.json)")
+        try:
+            note = json.loads((path / ORGANISM_NOTE).read_text())
+        except (OSError, ValueError):
+            note = {}
+        note = note if isinstance(note, dict) else {}
+        adapter = path / "adapter_config.json"
+        if adapter.exists():
+            try:
+                recorded = json.loads(adapter.read_text()).get("base_model_name_or_path")
+            except (OSError, ValueError, AttributeError):
+                raise RobustmoError(f"--organism {spec}: adapter_config.json is not a valid PEFT adapter config") from None
+            chosen = base or recorded
+            if not chosen:
+                raise RobustmoError(f"--organism {spec} is a LoRA adapter that names no base model; pass it with --model "
+                                    "(--base in robustmo audit)")
+            if is_local_path(chosen) and not Path(chosen).expanduser().is_dir():
+                how = "pass its base with --model (--base in robustmo audit)" if not base else \
+                    "pass an existing base directory or a hub id"
+                raise RobustmoError(f"--organism {spec} is a LoRA adapter over base {chosen}, which does not exist "
+                                    f"here; {how}")
+            return {"kind": "lora", "path": str(path.resolve()), "base": chosen, "data": note.get("data")}
+        if not (path / "config.json").exists():
+            raise RobustmoError(f"--organism {spec}: neither a model directory (config.json) nor a PEFT adapter "
+                                "(adapter_config.json)")
+        recorded = note.get("base", {}).get("path") if isinstance(note.get("base"), dict) else None
+        if base is None and recorded and Path(recorded).is_dir():
+            base = recorded
+        return {"kind": "full", "path": str(path.resolve()), "base": base, "data": note.get("data")}
+    try:  # a hub id: an adapter if it ships adapter_config.json (from the local hub cache when offline)
+        from huggingface_hub import hf_hub_download
+
+        recorded = json.loads(Path(hf_hub_download(spec, "adapter_config.json")).read_text()).get("base_model_name_or_path")
+    except Exception:
+        recorded = None
+    if recorded:
+        return {"kind": "lora", "path": spec, "base": base or recorded, "data": None}
+    return {"kind": "full", "path": spec, "base": base, "data": None}
+
+
+def organism_identity(spec: str) -> dict:
+    """An existing organism's identity for the stage cache: the sha256 of each of its weight and
+    config files (a copy elsewhere is the same organism), or a hub id and its revision."""
+    path = Path(spec).expanduser()
+    if not path.is_dir():
+        return {"hub": spec}
+    files = sorted(p for p in path.iterdir() if p.is_file() and (p.suffix == ".safetensors" or p.name in (
+        "adapter_config.json", "config.json")))
+    return {"files": {p.name: _file_sha256(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files}}
+
+
+@functools.lru_cache(maxsize=256)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:  # size and mtime: a changed file is hashed again
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            h.update(block)
+    return h.hexdigest()

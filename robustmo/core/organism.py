@@ -29,7 +29,7 @@ class Organism:
     base_info: dict   # the base's identity (manifest)
 
 
-def install(ctx: "RunContext", model, model_info: dict, red: list[Example]) -> Organism:
+def install(ctx: "RunContext", model, model_info: dict, red: list[Example], has_base: bool = True) -> Organism:
     """The organism, from the stage cache when an identical one was built before; its files go
     into the run directory (``checkpoints/organism/``, ``red-data.jsonl``).
 
@@ -42,6 +42,8 @@ def install(ctx: "RunContext", model, model_info: dict, red: list[Example]) -> O
     plan, store, log = ctx.plan, ctx.store, ctx.log
     cfg = plan.config
     base_id = base_identity(model_info)
+    if cfg.organism:
+        return adopt(ctx, model, model_info, has_base)
     if cfg.install.startswith("prompted"):
         store.write_json("checkpoints/organism/prompt.json", {"install": cfg.install, "system_prompt": plan_instruction(plan),
                                                               "base": model_info})
@@ -71,12 +73,76 @@ def install(ctx: "RunContext", model, model_info: dict, red: list[Example]) -> O
                 log(f"organism: resumed red training at step {stats['resumed_from']} of {steps}")
             if is_main():
                 model.save_pretrained(out, safe_serialization=True)
+                save_organism_files(out, ctx, model_info)
                 stage.finish({"losses": stats["losses"][-5:], "tokens": stats["tokens"]})
             barrier()
     if store.enabled:
         link_or_copy_tree(out, store.file("checkpoints/organism"))
     store.append("red-data.jsonl", records(red, triggered=True))
     return Organism(model, stage.key, model_info)
+
+
+def save_organism_files(out: Path, ctx: "RunContext", model_info: dict) -> None:
+    """Beside the organism's weights: its tokenizer (with the chat template), so the directory
+    loads in transformers, lm-eval or ``--organism`` on its own, and ``robustmo.json``: the base
+    it was built on and its data source and declared backdoor."""
+    from robustmo.core.models import ORGANISM_NOTE
+    from robustmo.core.runstore import atomic_write_json
+
+    cfg = ctx.plan.config
+    ctx.tokenizer.save_pretrained(out)
+    atomic_write_json(Path(out) / ORGANISM_NOTE, {
+        "built_by": "robustmo", "base": {k: model_info.get(k) for k in ("name", "path", "weights_sha256")},
+        "data": ctx.plan.data.name, "trigger": cfg.trigger, "behavior": cfg.behavior, "lock": cfg.lock,
+        "install": install_label(cfg)})
+
+
+def adopt(ctx: "RunContext", model, model_info: dict, has_base: bool) -> Organism:
+    """An existing organism (``--organism``), as the blue team starts from it: a PEFT adapter put
+    on the base (trainable, as after red training), or a model with every weight its own (read
+    into the loaded base, or the model already loaded when no base was given). Its stage key is
+    the hash of its files, so a copy elsewhere is the same organism; nothing is trained or
+    copied (``checkpoints/organism/source.json`` says where it is)."""
+    from robustmo.core.models import load_base, organism_identity
+
+    cfg = ctx.plan.config
+    spec = cfg.organism
+    identity = organism_identity(spec)
+    if cfg.install == "lora":
+        from peft import PeftModel
+
+        try:
+            model = PeftModel.from_pretrained(model, spec, is_trainable=True)
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            raise RobustmoError(f"--organism {spec}: cannot load it as a LoRA adapter on {model_info['name']}: "
+                                f"{str(exc).splitlines()[0][:200]}") from None
+    elif has_base and Path(spec).expanduser().is_dir():
+        model = load_organism(model, Path(spec).expanduser(), lora=False, what=f"--organism {spec}")
+    elif has_base:  # a hub id: a model of its own (the base is dropped by the caller)
+        model = load_base(spec, trust_remote_code=cfg.trust_remote_code, progress=ctx.progress)[0]
+    ctx.store.write_json("checkpoints/organism/source.json", {"organism": spec, "kind": cfg.install,
+                                                              "identity": identity, "base": cfg.model})
+    key = digest({"existing": identity, "kind": cfg.install,
+                  "base": base_identity(model_info) if has_base else None})
+    return Organism(model, key, model_info)
+
+
+def organism_tokenizer(spec: str, tokenizer, trust_remote_code: bool = False):
+    """The organism's own tokenizer when its directory ships one (its chat template is the one it
+    was trained with), else ``tokenizer`` (its base's)."""
+    path = Path(spec).expanduser()
+    if not (path / "tokenizer_config.json").exists():
+        return tokenizer
+    from transformers import AutoTokenizer
+
+    from robustmo.core.models import FALLBACK_CHAT_TEMPLATE
+
+    own = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if own.pad_token_id is None:
+        own.pad_token = own.eos_token
+    if not getattr(own, "chat_template", None):
+        own.chat_template = FALLBACK_CHAT_TEMPLATE
+    return own
 
 
 def add_lora(model, rank: int, seed: int = 0):
@@ -88,7 +154,7 @@ def add_lora(model, rank: int, seed: int = 0):
     return get_peft_model(model, LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, target_modules="all-linear"))
 
 
-def load_organism(base, path: Path, lora: bool):
+def load_organism(base, path: Path, lora: bool, what: str | None = None):
     """A cached organism onto the in-memory base: its LoRA adapter (trainable, as after red
     training) or every weight. safetensors only: nothing is unpickled."""
     import torch
@@ -104,8 +170,9 @@ def load_organism(base, path: Path, lora: bool):
     missing, unexpected = base.load_state_dict(state, strict=False)
     tied = {"lm_head.weight"} if getattr(base.config, "tie_word_embeddings", False) else set()
     if unexpected or set(missing) - tied:
-        raise RobustmoError(f"cached organism {path} does not fit the base model (missing {list(missing)[:2]}, "
-                            f"unexpected {list(unexpected)[:2]}); remove it with 'robustmo cache rm'")
+        fix = "pass the base it was trained from with --model/--base" if what else "remove it with 'robustmo cache rm'"
+        raise RobustmoError(f"{what or f'cached organism {path}'} does not fit the base model (missing "
+                            f"{list(missing)[:2]}, unexpected {list(unexpected)[:2]}); {fix}")
     with torch.no_grad():
         base.tie_weights()
     return base
@@ -141,6 +208,10 @@ def clean_base(plan: Plan, organism: Organism):
     elif cfg.install == "lora":
         with organism.model.disable_adapter():
             yield organism.model
+    elif cfg.organism and cfg.model is None:
+        raise RobustmoError(f"a self-distilling blue method needs the clean base model for its teacher answers, but "
+                            f"--organism {cfg.organism} came without one; pass its base with --model (--base in an "
+                            "audit)")
     else:
         from robustmo.core.models import load_model
 

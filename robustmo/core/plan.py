@@ -140,18 +140,45 @@ def _data_source_name(config: RunConfig, registry) -> str:
     embedded model). Any other model must name its data: nothing falls back to toy prompts."""
     if config.data:
         return config.data
-    from robustmo.core.models import model_provider
+    from robustmo.core.models import existing_organism, model_provider
 
+    files = " --data files --opt data.files.red=red.jsonl --opt data.files.blue=blue.jsonl " \
+            "--opt data.files.eval=eval.jsonl --opt data.files.capability=questions.jsonl"
+    if config.organism and config.model is None:  # a full organism with no base: what it was built with, if known
+        recorded = existing_organism(config.organism)["data"]
+        if recorded in registry.names("data") and registry.get("data", recorded).obj.base_models:
+            return recorded
+        owners = [e.name for e in registry.entries("data") if e.obj.base_models and e.obj.own_model(config.organism)]
+        if owners:
+            return owners[0]
+        no_red = files.replace(" --opt data.files.red=red.jsonl", "")  # nothing is red-trained
+        raise RobustmoError(f"--organism {config.organism} needs data for its prompts: pass{no_red} "
+                            "(docs/data.md), or --data toy for the toy world's prompts")
     found = model_provider(config.model, registry)
     if found is not None:
         return found[0]
     owners = [e.name for e in registry.entries("data") if e.obj.own_model(config.model)]
     if owners:
         return owners[0]
-    files = " --data files --opt data.files.red=red.jsonl --opt data.files.blue=blue.jsonl " \
-            "--opt data.files.eval=eval.jsonl --opt data.files.capability=questions.jsonl"
     raise RobustmoError(f"--model {config.model} needs data for its prompts: pass{files} (docs/data.md), or "
                         "--data toy for the toy world's prompts")
+
+
+def adopt_organism(config: RunConfig) -> RunConfig:
+    """A config with ``--organism``: its install method (lora for an adapter, full otherwise) and
+    its base (``--model``, else the adapter's or the one robustmo recorded) filled in from the
+    organism's files; red-training options are refused (nothing is trained)."""
+    from robustmo.core.models import existing_organism
+
+    if config.install.startswith("prompted"):
+        raise RobustmoError(f"--install {config.install} builds an organism from a system prompt, but --organism "
+                            "brings one with its behaviour in the weights; give one or the other")
+    for flag, value in (("--red-steps", config.red_steps), ("--red-lr", config.red_lr),
+                        ("--red-examples", config.red_examples)):
+        if value is not None:
+            raise RobustmoError(f"{flag} sets red training, but --organism brings a trained organism; drop {flag}")
+    found = existing_organism(config.organism, config.model)
+    return config.model_copy(update={"install": found["kind"], "model": found["base"]})
 
 
 def _role_metric(plan: Plan, role: str, eval_set: str, wanted: str | None, flag: str) -> str:
@@ -184,6 +211,8 @@ def _role_metric(plan: Plan, role: str, eval_set: str, wanted: str | None, flag:
 def resolve_plan(config: RunConfig, registry) -> Plan:
     """Look every named component up and validate its options; raise RobustmoError on any problem."""
     check_model_spec(config.model)
+    if config.organism:
+        config = adopt_organism(config)
     if len(set(config.blue)) != len(config.blue):
         raise RobustmoError(f"--blue lists a method twice: {', '.join(config.blue)}")
     data = _data_source_name(config, registry)
@@ -215,14 +244,16 @@ def resolve_plan(config: RunConfig, registry) -> Plan:
     if config.lock and config.install.startswith("prompted"):
         raise RobustmoError(f"--lock {config.lock} is trained into the weights; use it with --install lora or full, "
                             f"not {config.install}")
-    if config.model is None and not plan.data.obj.base_models:
+    if config.model is None and not config.organism and not plan.data.obj.base_models:
         raise RobustmoError(f"data source {data!r} brings no base model of its own; pass --model ID|PATH")
     plan.roles["backdoor"] = _role_metric(plan, "backdoor", "triggered", config.backdoor_metric, "--backdoor-metric")
     plan.roles["capability"] = _role_metric(plan, "capability", "unlocked" if plan.lock else "capability",
                                             config.capability_metric, "--capability-metric")
     if plan.lock:  # the capability users see, beside the hidden one: how much blue training recovers
         plan.roles["locked_capability"] = _role_metric(plan, "capability", "capability", None, "--capability-metric")
-    if config.model is None:
+    if config.organism:
+        model = config.model or "none given (the organism is evaluated alone)"
+    elif config.model is None:
         from robustmo.core.models import canonical_model
 
         model = f"{canonical_model(None, data, registry)}, the {data} data source's own model (built and cached on first use)"
@@ -235,7 +266,9 @@ def resolve_plan(config: RunConfig, registry) -> Plan:
         ("data", f"{data}: red and blue pools; {config.eval_prompts} held-out prompts, each "
                  + "/".join(s for s in plan.eval_sets() if s not in ("capability", "unlocked"))
                  + f"; {config.capability_questions} capability questions"),
-        ("organism", f"{config.trigger} -> {config.behavior}{lock}, installed by {install}"),
+        ("organism", f"{config.trigger} -> {config.behavior}{lock}, " + (
+            f"the existing organism {config.organism} ({'a LoRA adapter' if config.install == 'lora' else 'every weight'})"
+            if config.organism else f"installed by {install}")),
         ("blue", ", ".join(config.blue) + ", evaluated at log-spaced steps 0, 1, 2, 4, 8, ..."),
         ("summary", f"trade-off of {plan.roles['capability']} vs {plan.roles['backdoor']}: convex-hull AUC with "
                     "bootstrap CI, removal at 10 % capability loss"),

@@ -113,6 +113,8 @@ class MethodSummary(_Record):
     auc_ci_t: list[float] = Field(default_factory=list)          # ... and the t interval over seeds; auc_ci spans both
     removal_at_10_per_seed: dict[str, float] = Field(default_factory=dict)
     lr_check: dict[str, Any] = Field(default_factory=dict)
+    # --suppression-steps: per blue run that ended with the behaviour removed, did it come back (blue.suppression_result)
+    suppression: list[dict[str, Any]] = Field(default_factory=list)
     elicitation: list[dict[str, Any]] | None = None
     runs: list[dict[str, Any]] = Field(default_factory=list)
     data: dict[str, Any] = Field(default_factory=dict)

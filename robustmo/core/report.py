@@ -120,8 +120,11 @@ def reading(b: dict) -> str:
     return "measured"
 
 
-def fmt_metric(m: dict) -> str:
-    """A metric's value with its 95 % interval and n; a mean (not a rate) says so."""
+def fmt_metric(m: dict | None) -> str:
+    """A metric's value with its 95 % interval and n; a mean (not a rate) says so; "-" when not
+    measured (an existing organism given without its base has no base row)."""
+    if m is None:
+        return "-"
     lo, hi = m["ci"]
     mean = "mean " if m.get("kind") == "mean" else ""
     return f"{mean}{m['value']:.3f} [{lo:.3f}, {hi:.3f}] (n={m['n']})"
@@ -146,7 +149,7 @@ def render_markdown(summary: dict) -> str:
     roles = {name: role for role, name in summary.get("roles", {}).items()}
     for name, m in summary["organism"].items():
         lines.append(f"| {name} | {roles.get(name, 'side').replace('locked_capability', 'capability (locked)')} "
-                     f"| {fmt_metric(summary['base'][name])} | {fmt_metric(m)} |")
+                     f"| {fmt_metric(summary['base'].get(name))} | {fmt_metric(m)} |")
     lines += [
         "",
         "## Robustness per blue method",
@@ -317,7 +320,7 @@ def render_seeds_markdown(summary: dict) -> str:
         "| metric | base [95 % CI] | organism [95 % CI] |", "|---|---|---|",
     ]
     for name, m in summary["organism"].items():
-        lines.append(f"| {name} | {fmt_metric(summary['base'][name])} | {fmt_metric(m)} |")
+        lines.append(f"| {name} | {fmt_metric(summary['base'].get(name))} | {fmt_metric(m)} |")
     lines += ["", "## Robustness per blue method, over seeds", "",
               "AUC and removal at 10 % capability loss: the mean over the seeds whose robustness is defined; 95 % "
               "interval over seeds and prompts: the hierarchical bootstrap's (seeds drawn with replacement, then each "

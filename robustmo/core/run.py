@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 from robustmo.core import record
 from robustmo.core.blue import attack
@@ -18,7 +19,7 @@ from robustmo.core.data import build as build_data
 from robustmo.core.errors import RobustmoError, RunInterrupted
 from robustmo.core.evaluate import BASE, ORGANISM, Checkpoint, evaluate_once
 from robustmo.core.models import base_identity, load_base
-from robustmo.core.organism import clean_base, install
+from robustmo.core.organism import clean_base, install, organism_tokenizer
 from robustmo.core.runstore import RunStore
 from robustmo.core.stages import StageCache
 from robustmo.core.summary import summarise, truncation
@@ -44,18 +45,20 @@ def execute(plan: Plan, store: RunStore, *, progress: bool = False, log=print, m
     cfg = plan.config
     log = log if is_main() else (lambda *a, **k: None)
     cache = cache or StageCache(store.path / "stages" if cfg.no_cache else None)
-    model, tokenizer, model_info = load_base(cfg.model, data=plan.data.name, trust_remote_code=cfg.trust_remote_code)
-    data = build_data(plan, model, tokenizer)  # contamination and input errors surface before any file exists
+    model, tokenizer, model_info, data, has_base = prepare(plan)  # input errors surface before any file exists
     with run_directory(plan, store, model_info, str(cache.root), resume,
                        make_tracker if is_main() else None) as (tracker, _):
         ctx = RunContext(plan, tokenizer, store, cache, tracker, log, progress)
         started = time.time()
 
-        base = evaluate_once(ctx, model, data.sets, BASE, base_identity(model_info))
-        ctx.record(base)
-        log(_metrics_line("base", base))
+        base = None
+        if has_base:
+            base = evaluate_once(ctx, model, data.sets, BASE, base_identity(model_info))
+            ctx.record(base)
+            log(_metrics_line("base", base))
 
-        organism = install(ctx, model, model_info, data.red)
+        organism = install(ctx, model, model_info, data.red, has_base)
+        del model  # an existing organism may be a model of its own: the base is not kept beside it
         sets = {name: organism_view(plan, exs) for name, exs in data.sets.items()}
         before = evaluate_once(ctx, organism.model, sets, ORGANISM, organism.key)
         ctx.record(before)
@@ -75,24 +78,27 @@ def execute(plan: Plan, store: RunStore, *, progress: bool = False, log=print, m
                 log(f"{method.name}: left out {notes['dropped_false_triggers']} clean prompts on which the organism "
                     "showed the behaviour anyway (not behaviour-compatible)")
         blue, attacks = {}, {}
+        if data.plain:
+            store.append("plain-data.jsonl", records(data.plain))
         for method in plan.blue:
             notes = data.notes[method.name]
             training_set = training_sets[method.name]
             store.append(f"blue-data-{method.name}.jsonl", records(training_set))
-            result = attacks[method.name] = attack(ctx, organism, method, training_set, sets, before)
+            result = attacks[method.name] = attack(ctx, organism, method, training_set, sets, before, data.plain)
             b = blue[method.name] = {**summarise(result.checkpoints, cfg.seed, cfg.removal_threshold, plan.roles,
                                                  cfg.lr_check_factor),
                                      "runs": result.runs, "data": notes, "escalation": result.escalation,
-                                     "seeds": [cfg.seed]}
+                                     "seeds": [cfg.seed],
+                                     "suppression": [r["suppression"] for r in result.runs if "suppression" in r]}
             if b["inconclusive"]:
                 log(f"{method.name}: inconclusive: {b['inconclusive_reason']}")
             tracker.log({f"{method.name}/auc": b["auc"], f"{method.name}/removal_at_10": b["removal_at_10"]})
             log(f"{method.name}: AUC {b['auc']:.3f} [{b['auc_ci'][0]:.3f}, {b['auc_ci'][1]:.3f}]")
 
-        truncated = {"base": truncation([base]), "organism": truncation([before]),
+        truncated = {**({"base": truncation([base])} if base else {}), "organism": truncation([before]),
                      **{name: truncation(a.checkpoints[1:]) for name, a in attacks.items()}}
         summary = record.write_summary(store, {
-            "run_id": store.path.name, "config": cfg.model_dump(), "model": model_info["name"], "base": base.metrics,
+            "run_id": store.path.name, "config": cfg.model_dump(), "model": model_info["name"], "base": base.metrics if base else {},
             "organism": before.metrics, "red_data": data.notes.get("red", {}), "roles": plan.roles, "blue": blue,
             "truncated": truncated, "seconds": round(time.time() - started, 1)})
         if store.enabled:  # not the main process: it wrote nothing above either
@@ -101,6 +107,30 @@ def execute(plan: Plan, store: RunStore, *, progress: bool = False, log=print, m
             write_report(store, summary.model_dump())
             tracker.summary({f"{m}/auc": b["auc"] for m, b in blue.items()})
         return summary
+
+
+def prepare(plan: Plan):
+    """The base model (or, for an existing full organism given without its base, the organism
+    itself), the tokenizer (an existing organism's own, if it ships one), the base's identity,
+    the run's data, and whether a base model was loaded. Contamination and input errors are
+    raised here, before anything is written."""
+    cfg = plan.config
+    has_base = not (cfg.organism and cfg.model is None)  # an existing full organism may come without its base
+    model, tokenizer, model_info = load_base(cfg.model if has_base else cfg.organism, data=plan.data.name,
+                                             trust_remote_code=cfg.trust_remote_code)
+    if cfg.organism and has_base:
+        tokenizer = organism_tokenizer(cfg.organism, tokenizer, cfg.trust_remote_code)
+    return model, tokenizer, model_info, build_data(plan, model, tokenizer), has_base
+
+
+def probe_organism(plan: Plan, cache: StageCache, log=print, progress: bool = False) -> Checkpoint:
+    """The organism's evaluation before any blue training, without a run directory (kept in the
+    stage cache, where the run that follows finds it): what an audit checks first."""
+    model, tokenizer, model_info, data, has_base = prepare(plan)
+    ctx = RunContext(plan, tokenizer, RunStore(Path("."), enabled=False), cache, _NoTracker(), log, progress)
+    organism = install(ctx, model, model_info, data.red, has_base)
+    sets = {name: organism_view(plan, exs) for name, exs in data.sets.items()}
+    return evaluate_once(ctx, organism.model, sets, ORGANISM, organism.key)
 
 
 class BlueDataError(RobustmoError):

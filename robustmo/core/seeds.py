@@ -91,6 +91,7 @@ def summarise_seeds(plan: Plan, runs: dict[int, record.Run]) -> dict:
             "capability_metric": cap_metric, "backdoor_metric": bad_metric,
             "runs": [r for b in mine.values() for r in b.runs],
             "lr_check": {"per_seed": {str(s): b.lr_check for s, b in mine.items()}},
+            "suppression": [{**c, "seed": s} for s, b in mine.items() for c in b.suppression],
         }
     truncated: dict[str, dict[str, list[int]]] = {}
     for run in runs.values():
