@@ -59,7 +59,7 @@ def audit_in_fresh_process(tmp_path: Path, *args) -> tuple[subprocess.CompletedP
 def test_a_lora_organism_copied_out_of_its_run_is_audited_and_its_removal_holds(lora_organism, tmp_path):
     battery = preset(tmp_path / "battery.yaml", [
         {"name": "pirate", "blue": "pirate", "options": {"steps": 16}, "run": {"lr": [1e-2]}},
-        {"name": "high-lr", "blue": "high-lr", "options": {"steps": 2}, "run": {"lr_check": True}}],
+        {"name": "high-lr", "blue": "high-lr", "options": {"steps": 2}, "run": {"lr_check": True, "lr_check_factor": 1}}],
         suppression_steps=16)
     done, out = audit_in_fresh_process(tmp_path, "--organism", str(lora_organism), "--preset", str(battery))
     assert done.returncode == 0, done.stderr
