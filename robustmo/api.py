@@ -230,7 +230,7 @@ def _audit(cfg, path: Path | None, resume: bool | None, progress: bool, log):
     from robustmo.registry import get_registry
 
     registry = get_registry()
-    audit_plans(cfg, registry)  # every method's plan, checked before anything is loaded or written
+    plans = audit_plans(cfg, registry)  # every method's plan, checked before anything is loaded or written
     if path is None:
         name = Path(cfg.organism.rstrip("/")).name or "organism"
         path = Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-audit-{name}-{digest(cfg.model_dump())[:6]}"
@@ -255,7 +255,7 @@ def _audit(cfg, path: Path | None, resume: bool | None, progress: bool, log):
                        tags=["audit"], warn=say)
 
     try:
-        execute_audit(cfg, store, resume, registry, one, say, progress, make_tracker=tracker)
+        execute_audit(cfg, plans, store, resume, registry, one, say, progress, make_tracker=tracker)
     except KeyboardInterrupt:
         raise RunInterrupted(f"interrupted; the audit is resumable: robustmo audit --resume {path}") from None
     except OSError as exc:

@@ -194,7 +194,7 @@ def test_bad_audits_fail_in_one_line_and_write_nothing(lora_organism, tmp_path):
         (["--organism", str(adapter)], "which does not exist here; pass its base"),
         (["--organism", str(lora_organism), "--preset", str(bad_preset)], "two methods are called 'a'"),
         (["--organism", str(lora_organism), "--preset", str(owned)], "'trigger' is set by the audit itself"),
-        (["--organism", str(lora_organism), "--preset", str(tmp_path / "nope.yaml")], "cannot read it"),
+        (["--organism", str(lora_organism), "--preset", str(tmp_path / "nope.yaml")], "cannot read --preset"),
         (["--organism", str(lora_organism), "--behavior", "nosuch"], "unknown behavior"),
         (["--organism", str(lora_organism), "--opt", "blue.pirate.steps=2"], "belong in the preset"),
         (["--organism", str(lora_organism), "--seeds", "0,x"], "--seeds 0,x"),

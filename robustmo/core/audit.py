@@ -23,11 +23,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from robustmo.core import record
-from robustmo.core.config import RunConfig, validation_message
+from robustmo.core.config import RunConfig, read_yaml, validation_message
 from robustmo.core.errors import RobustmoError
 from robustmo.core.plan import Plan, resolve_plan
 from robustmo.core.runstore import RunStore
@@ -77,14 +76,7 @@ class AuditConfig(BaseModel):
 def load_preset(path: str | Path | None) -> Preset:
     """A battery preset from YAML (the default one when ``path`` is None), with one-line errors."""
     path = Path(path) if path is not None else PRESET
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise RobustmoError(f"--preset {path}: cannot read it: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark else ""
-        raise RobustmoError(f"--preset {path}: {getattr(exc, 'problem', None) or 'invalid YAML'}{at}") from None
+    data = read_yaml(path, f"--preset {path}")
     try:
         preset = Preset.model_validate(data if data is not None else {})
     except ValidationError as exc:
@@ -270,15 +262,15 @@ def references(summary: dict, methods: dict[str, dict]) -> list[str]:
 
 
 # --------------------------------------------------------------------------- running it
-def execute_audit(audit: AuditConfig, store: RunStore, resume: bool, registry,
+def execute_audit(audit: AuditConfig, plans: list[tuple[Method, Plan]], store: RunStore, resume: bool, registry,
                   run_one: Callable[[Plan, Path, bool], record.Run], log=print, progress: bool = False,
                   make_tracker=None) -> dict:
-    """Probe the organism, run every battery method (each complete one reused, an unfinished
-    one resumed) and write the verdict page; return audit.json's content."""
+    """Probe the organism, run every battery method (``plans``, from ``audit_plans``: each
+    complete one reused, an unfinished one resumed) and write the verdict page; return
+    audit.json's content."""
     from robustmo.core.run import probe_organism, run_directory
     from robustmo.core.stages import StageCache
 
-    plans = audit_plans(audit, registry)
     first = plans[0][1]
     shared = replace(first, config=record_config(audit, first))
     if resume:

@@ -211,18 +211,24 @@ def unknown_key_message(where: str, key: str, valid: list[str]) -> str:
     return f"{where}: unknown key {key!r}{hint}; valid keys: {', '.join(valid)}"
 
 
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML run config into a dict of RunConfig fields, with one-line errors."""
-    path = Path(path)
+def read_yaml(path: str | Path, what: str) -> Any:
+    """A YAML file's content; one-line errors name it as ``what`` (e.g. "config run.yaml") and
+    say where the YAML breaks."""
     try:
-        data = yaml.safe_load(path.read_text())
+        return yaml.safe_load(Path(path).read_text())
     except OSError as exc:
-        raise RobustmoError(f"cannot read config {path}: {exc.strerror}") from None
+        raise RobustmoError(f"cannot read {what}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise RobustmoError(f"config {path}: {problem}{at}") from None
+        raise RobustmoError(f"{what}: {problem}{at}") from None
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML run config into a dict of RunConfig fields, with one-line errors."""
+    path = Path(path)
+    data = read_yaml(path, f"config {path}")
     if data is None:
         return {}
     if not isinstance(data, dict):

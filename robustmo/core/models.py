@@ -96,10 +96,7 @@ def load_base(spec: str | None = None, *, data: str | None = None, registry=None
     else:
         model, tokenizer = _load_hf(spec, dtype, trust_remote_code)
         path = Path(spec).expanduser() if is_local_path(spec) else None
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    if not getattr(tokenizer, "chat_template", None):
-        tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
+    complete_tokenizer(tokenizer)
     if device:
         model.to(device)
     model.eval()
@@ -108,6 +105,16 @@ def load_base(spec: str | None = None, *, data: str | None = None, registry=None
     config = getattr(model, "generation_config", None)  # its end-token ids decide where a generation stops
     info["generation"] = {k: getattr(config, k, None) for k in ("eos_token_id", "pad_token_id", "bos_token_id")}
     return model, tokenizer, info
+
+
+def complete_tokenizer(tokenizer):
+    """A pad token (the end token) and a chat template (``FALLBACK_CHAT_TEMPLATE``) where the
+    tokenizer ships none, so training and generation treat every model the same way."""
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
+    return tokenizer
 
 
 def tokenizer_digest(tokenizer) -> str:
@@ -244,20 +251,27 @@ def existing_organism(spec: str, base: str | None = None) -> dict:
         if base is None and recorded and Path(recorded).is_dir():
             base = recorded
         return {"kind": "full", "path": str(path.resolve()), "base": base, "data": note.get("data")}
-    try:  # a hub id: an adapter if it ships adapter_config.json (from the local hub cache when offline)
-        from huggingface_hub import hf_hub_download
-
-        recorded = json.loads(Path(hf_hub_download(spec, "adapter_config.json")).read_text()).get("base_model_name_or_path")
-    except Exception:
-        recorded = None
+    recorded = _hub_adapter_base(spec)
     if recorded:
         return {"kind": "lora", "path": spec, "base": base or recorded, "data": None}
     return {"kind": "full", "path": spec, "base": base, "data": None}
 
 
+@functools.lru_cache(maxsize=64)
+def _hub_adapter_base(spec: str) -> str | None:
+    """For a hub id: the base its adapter_config.json names, or None when it ships none (a full
+    model) or the hub cannot tell. Asked once per process: a plan is resolved many times."""
+    try:  # from the local hub cache when offline
+        from huggingface_hub import hf_hub_download
+
+        return json.loads(Path(hf_hub_download(spec, "adapter_config.json")).read_text()).get("base_model_name_or_path")
+    except Exception:
+        return None
+
+
 def organism_identity(spec: str) -> dict:
     """An existing organism's identity for the stage cache: the sha256 of each of its weight and
-    config files (a copy elsewhere is the same organism), or a hub id and its revision."""
+    config files (a copy elsewhere is the same organism), or, for a hub id, the id."""
     path = Path(spec).expanduser()
     if not path.is_dir():
         return {"hub": spec}

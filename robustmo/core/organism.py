@@ -135,14 +135,9 @@ def organism_tokenizer(spec: str, tokenizer, trust_remote_code: bool = False):
         return tokenizer
     from transformers import AutoTokenizer
 
-    from robustmo.core.models import FALLBACK_CHAT_TEMPLATE
+    from robustmo.core.models import complete_tokenizer
 
-    own = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    if own.pad_token_id is None:
-        own.pad_token = own.eos_token
-    if not getattr(own, "chat_template", None):
-        own.chat_template = FALLBACK_CHAT_TEMPLATE
-    return own
+    return complete_tokenizer(AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code))
 
 
 def add_lora(model, rank: int, seed: int = 0):

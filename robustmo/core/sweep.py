@@ -25,9 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from robustmo.core.config import RunConfig, build_config, components_used
+from robustmo.core.config import RunConfig, build_config, components_used, read_yaml
 from robustmo.core.errors import RobustmoError
 from robustmo.core.record import read_summary, run_state
 
@@ -68,12 +66,7 @@ def _cell_id(values: dict[str, Any]) -> str:
 
 def load_sweep(path: Path) -> tuple[dict, dict[str, list]]:
     """``(fixed, grid)`` from a sweep file, with one-line errors."""
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except OSError as exc:
-        raise RobustmoError(f"cannot read sweep file {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise RobustmoError(f"sweep file {path}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    data = read_yaml(path, f"sweep file {path}")
     if not isinstance(data, dict) or not isinstance(data.get("grid"), dict) or not data["grid"]:
         raise RobustmoError(f"sweep file {path}: expected a 'grid:' mapping of run options to lists of values "
                             "(and optionally 'fixed:' run options); see 'robustmo sweep --help'")
