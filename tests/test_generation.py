@@ -131,3 +131,37 @@ def test_truncated_says_which_completions_reached_the_length_limit(lm):
     stopped: list[bool] = []
     generate(model, tokenizer, prompts, max_new_tokens=40, stop=lambda text: len(text) > 0, truncated=stopped)
     assert not any(stopped)  # stopped by the detector after its first characters, not cut off
+
+
+def test_lora_is_merged_for_generation_and_the_exact_weights_come_back(lm):
+    """On a CPU ``generate`` runs a LoRA model with its adapter merged (one matrix product per
+    layer instead of three): the answers are those of the model merged for good, and every
+    weight afterwards is bit for bit what it was (training goes on from the same weights)."""
+    import copy
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from robustmo.core.generation import generate
+
+    base, tokenizer, prompts = lm
+    model = get_peft_model(copy.deepcopy(base), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj",
+                                                                                             "up_proj", "down_proj"]))
+    with torch.no_grad():  # a LoRA that changes the answers (B starts at zero)
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5, generator=torch.Generator().manual_seed(len(name)))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    unmerged = model.model.model.layers[0].self_attn.q_proj
+    calls = []
+    handle = unmerged.lora_A["default"].register_forward_pre_hook(lambda *_: calls.append(1))
+    out = generate(model, tokenizer, prompts, max_new_tokens=MAX_NEW)
+    handle.remove()
+    assert calls == []  # the adapter's own product never ran: merged
+    assert not unmerged.merged
+    after = model.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    merged = copy.deepcopy(model).merge_and_unload()
+    assert out == generate(merged, tokenizer, prompts, max_new_tokens=MAX_NEW)
+    assert out != generate(base, tokenizer, prompts, max_new_tokens=MAX_NEW)  # the adapter mattered

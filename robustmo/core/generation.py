@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 
 # Token ids of rendered prompts, per tokenizer: the pipeline evaluates the same prompts at every
 # checkpoint, and rendering the chat template costs about 1 ms a prompt.
@@ -68,6 +69,46 @@ def _detector_criterion(tokenizer, width: int, stop: Callable[[str], bool], eos:
     return DetectorStop()
 
 
+@contextmanager
+def merged_lora(model):
+    """Generate through LoRA adapters merged into their base weights, on a CPU, and put the
+    exact weights back after.
+
+    Why: an unmerged LoRA layer is three matrix products (base, A, B) where a merged one is
+    one; on a CPU, where generation is bound by those products, merging makes the toy
+    organism's evaluations about 2x faster (a pirate run's seven: 22.6 s -> 10.5 s). The base weights are copied first and restored
+    bit for bit (peft's unmerge subtracts B A again, which in floating point is not the
+    weight that was there), so training goes on from exactly the same weights. On a GPU (or
+    with no unmerged LoRA layer) nothing changes: there the copy would cost memory that a
+    real model needs, and the adapter's share of the time is small."""
+    from peft.tuners.lora import LoraLayer
+
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer) and not m.merged and not m.disable_adapters
+              and m.active_adapters]
+    if not layers or any(p.device.type != "cpu" for p in model.parameters()):
+        yield
+        return
+    saved = [[(t, t.detach().clone()) for t in (m.get_base_layer().weight, getattr(m.get_base_layer(), "bias", None))
+              if t is not None] for m in layers]  # a LoRA with lora_bias merges into the bias too
+    for m in layers:
+        m.merge()  # the active adapters this layer holds (none: nothing changes)
+    try:
+        yield
+    finally:
+        with _no_grad():
+            for m, tensors in zip(layers, saved):
+                if m.merged:
+                    m.unmerge()
+                for tensor, copy in tensors:
+                    tensor.copy_(copy)
+
+
+def _no_grad():
+    import torch
+
+    return torch.no_grad()
+
+
 def generate(
     model,
     tokenizer,
@@ -109,7 +150,7 @@ def generate(
     cut = [False] * len(prompts)
     was_training = model.training
     model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), merged_lora(model):
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
             width = max(len(prompts[i]) for i in chunk)
