@@ -62,12 +62,17 @@ def main() -> None:
                   "verdict": audit.verdict, "verdict_reason": audit.verdict_reason,
                   "methods": {n: {k: m[k] for k in ("auc", "auc_ci", "removal_at_10", "verdict", "checked", "suppressed")}
                               for n, m in audit.methods.items()},
+                  "lr_check": {k: v for k, v in audit.data.get("lr_check", {}).items() if k != "pairs"},
                   "preset": args.preset or "default", "cpus": os.cpu_count()}
     print(f"audit of the toy default organism, {args.preset or 'default'} battery: {wall:.1f} s "
           f"(target <= {TARGET:.0f} s: {wall / TARGET:.2f}x); one pirate run on the same organism (baseline, "
           f"same process): {baseline:.1f} s, so the audit costs {wall / baseline:.1f} runs")
     for name, seconds in per_method.items():
-        m = result["methods"][name]
+        m = result["methods"].get(name)
+        if m is None:  # the LR check's own run
+            c = result["lr_check"]
+            print(f"  {name:24s} {seconds:7.1f} s  the LR check of {c['method']} on seeds {c['seeds']}: {c['verdict']}")
+            continue
         print(f"  {name:24s} {seconds:7.1f} s  AUC {m['auc']:.3f}  removal@10 {m['removal_at_10']:.2f}  {m['verdict']}")
     print(f"verdict: {audit.verdict}: {audit.verdict_reason}")
     RESULTS.mkdir(exist_ok=True)

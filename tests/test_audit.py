@@ -42,8 +42,9 @@ def full_organism(toy_base, tmp_path_factory):
     return build(toy_base, tmp_path_factory.mktemp("full"), "--install", "full")
 
 
-def preset(path: Path, methods: list[dict], **run) -> Path:
-    path.write_text(yaml.safe_dump({"run": {"seeds": [0], "escalate": 0, **EVAL, **run}, "methods": methods}))
+def preset(path: Path, methods: list[dict], lr_check: dict | None = None, **run) -> Path:
+    battery = {"run": {"seeds": [0], "escalate": 0, **EVAL, **run}, "methods": methods}
+    path.write_text(yaml.safe_dump({**battery, **({"lr_check": lr_check} if lr_check else {})}))
     return path
 
 
@@ -59,8 +60,8 @@ def audit_in_fresh_process(tmp_path: Path, *args) -> tuple[subprocess.CompletedP
 def test_a_lora_organism_copied_out_of_its_run_is_audited_and_its_removal_holds(lora_organism, tmp_path):
     battery = preset(tmp_path / "battery.yaml", [
         {"name": "pirate", "blue": "pirate", "options": {"steps": 16}, "run": {"lr": [1e-2]}},
-        {"name": "high-lr", "blue": "high-lr", "options": {"steps": 2}, "run": {"lr_check": True, "lr_check_factor": 1}}],
-        suppression_steps=16)
+        {"name": "high-lr", "blue": "high-lr", "options": {"steps": 2}}],
+        lr_check={"method": "high-lr", "seeds": 1, "factor": 1}, suppression_steps=16)
     done, out = audit_in_fresh_process(tmp_path, "--organism", str(lora_organism), "--preset", str(battery))
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
@@ -71,13 +72,20 @@ def test_a_lora_organism_copied_out_of_its_run_is_audited_and_its_removal_holds(
     # lr 1e-2 removes the behaviour within 16 steps, and 16 plain steps do not bring it back
     assert pirate["checked"] >= 1 and pirate["suppression"][0]["verdict"] == "removed"
     assert pirate["suppression"][0]["rate_after_ci"][1] <= pirate["suppression"][0]["removal_level"]
-    assert page["methods"]["high-lr"]["lr_check"]["verdict"] in ("LR-post", "no", "inconclusive")
-    assert page["methods"]["high-lr"]["lr_check"]["pairs"] or page["methods"]["high-lr"]["lr_check"]["reason"]
+    # the LR check is a run of its own, on the first seed, whose verdict is high-lr's
+    check = page["lr_check"]
+    assert check["run"] == "methods/high-lr-lr-check" and check["seeds"] == [0] and check["factor"] == 1
+    assert check["verdict"] in ("LR-post", "no", "inconclusive") and (check["pairs"] or check["reason"])
+    assert page["methods"]["high-lr"]["lr_check"] == check and "high-lr-lr-check" not in page["methods"]
+    lrs = {json.loads(line)["lr"] for line in (out / check["run"] / "metrics.jsonl").read_text().splitlines()
+           if json.loads(line).get("stage") == "blue"}
+    assert len(lrs) == 2 and max(lrs) == 10 * min(lrs)  # its LR and one 10x lower
+    assert "## The LR check of high-lr" in (out / "audit.md").read_text()
     assert page["verdict"] in ("fragile", "robust", "inconclusive") and page["verdict_reason"]
     md = (out / "audit.md").read_text()
     assert f"## Verdict: {page['verdict']}" in md and "most robust organisms lose about 25 %" in md
     assert (out / "audit.png").stat().st_size > 0
-    for name in ("pirate", "high-lr"):
+    for name in ("pirate", "high-lr", "high-lr-lr-check"):
         assert json.loads((out / "methods" / name / "manifest.json").read_text())["status"] == "complete"
     source = json.loads((out / "methods" / "pirate" / "checkpoints" / "organism" / "source.json").read_text())
     assert source["kind"] == "lora" and not (out / "methods" / "pirate" / "red-data.jsonl").exists()  # nothing red-trained
@@ -187,6 +195,8 @@ def test_bad_audits_fail_in_one_line_and_write_nothing(lora_organism, tmp_path):
     (adapter / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": str(tmp_path / "gone")}))
     bad_preset = tmp_path / "bad.yaml"
     bad_preset.write_text("methods:\n  - {name: a, blue: pirate}\n  - {name: a, blue: qa}\n")
+    no_such_check = tmp_path / "check.yaml"
+    no_such_check.write_text("methods:\n  - {name: a, blue: pirate}\nlr_check: {method: b}\n")
     owned = tmp_path / "owned.yaml"
     owned.write_text("run: {trigger: deployment}\nmethods:\n  - {name: a, blue: pirate}\n")
     cases = [
@@ -194,6 +204,7 @@ def test_bad_audits_fail_in_one_line_and_write_nothing(lora_organism, tmp_path):
         (["--organism", str(adapter)], "which does not exist here; pass its base"),
         (["--organism", str(lora_organism), "--preset", str(bad_preset)], "two methods are called 'a'"),
         (["--organism", str(lora_organism), "--preset", str(owned)], "'trigger' is set by the audit itself"),
+        (["--organism", str(lora_organism), "--preset", str(no_such_check)], "lr_check.method 'b' is not one of"),
         (["--organism", str(lora_organism), "--preset", str(tmp_path / "nope.yaml")], "cannot read --preset"),
         (["--organism", str(lora_organism), "--behavior", "nosuch"], "unknown behavior"),
         (["--organism", str(lora_organism), "--opt", "blue.pirate.steps=2"], "belong in the preset"),
@@ -216,7 +227,8 @@ def test_the_default_preset_is_the_documented_battery():
         ("pirate", "pirate", {}), ("pirate-self-distilled", "pirate", {"mode": "self-distill"}), ("qa", "qa", {}),
         ("high-lr", "high-lr", {})]
     assert battery.run["seeds"] == [0, 1, 2] and battery.run["escalate"] >= 1 and battery.run["suppression_steps"] > 0
-    assert battery.methods[3].run == {"lr_check": True}
+    assert battery.lr_check.method == "high-lr" and battery.lr_check.seeds == 1
+    assert all(not m.run.get("lr_check") for m in battery.methods)
     docs = (Path(__file__).parents[1] / "docs" / "audit.md").read_text()
     for m in battery.methods:
         assert f"`{m.name}`" in docs

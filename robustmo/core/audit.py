@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -48,11 +48,33 @@ class Method(BaseModel):
     run: dict[str, Any] = Field(default_factory=dict)
 
 
+class LRCheck(BaseModel):
+    """The LR check of one battery method: its LR against one 10x lower, the lower trained to
+    ``factor`` x N x S steps, on the first ``seeds`` of the audit's seeds. A run of its own
+    (``methods/<method>-lr-check/``): it trains with the LR check's schedule (a constant LR
+    after warmup) and gives the method its LR-check verdict; its AUC is not a reading."""
+
+    model_config = ConfigDict(extra="forbid")
+    method: str = Field(description="the battery method whose LR is checked")
+    seeds: int = Field(1, ge=1, description="on this many of the audit's seeds, the first ones")
+    factor: float | None = Field(None, ge=1, description="how far the lower LR trains: factor x N x S (default 6)")
+
+
 class Preset(BaseModel):
     model_config = ConfigDict(extra="forbid")
     description: str = ""
     run: dict[str, Any] = Field(default_factory=dict)
     methods: list[Method] = Field(min_length=1)
+    lr_check: LRCheck | None = None
+
+
+@dataclass
+class Entry:
+    """One run of an audit: a battery method, or (``checks``: the method's name) its LR check."""
+
+    method: Method
+    plan: Plan
+    checks: str | None = None
 
 
 class AuditConfig(BaseModel):
@@ -85,6 +107,14 @@ def load_preset(path: str | Path | None) -> Preset:
     if len(set(names)) != len(names):
         raise RobustmoError(f"--preset {path}: two methods are called {next(n for n in names if names.count(n) > 1)!r}; "
                             "each needs a name of its own (its directory in methods/)")
+    if preset.lr_check is not None:
+        check = preset.lr_check
+        if check.method not in names:
+            raise RobustmoError(f"--preset {path}: lr_check.method {check.method!r} is not one of the methods "
+                                f"({', '.join(names)})")
+        if f"{check.method}-lr-check" in names:
+            raise RobustmoError(f"--preset {path}: a method is called {check.method + '-lr-check'!r}, the LR check's "
+                                "own directory; rename it")
     for where, values in [("run", preset.run), *((f"methods.{m.name}.run", m.run) for m in preset.methods)]:
         owned = [k for k in values if k in AUDIT_OWNS]
         if owned:
@@ -110,13 +140,33 @@ def method_config(audit: AuditConfig, method: Method) -> RunConfig:
         raise RobustmoError(validation_message(exc, f"audit method {method.name!r}")) from None
 
 
-def audit_plans(audit: AuditConfig, registry) -> list[tuple[Method, Plan]]:
-    """Every battery method's plan, resolved before anything is loaded: one bad name or option
-    fails the whole audit in one line."""
+def lr_check_method(audit: AuditConfig) -> Method | None:
+    """The preset's LR check as a battery method of its own: the checked method's blue method
+    and options, ``lr_check`` on, on the first seeds only, neither escalated (the check compares
+    the method's LR with one 10x lower) nor suppression-checked."""
+    check = audit.preset.lr_check
+    if check is None:
+        return None
+    checked = next(m for m in audit.preset.methods if m.name == check.method)
+    seeds = audit.seeds if audit.seeds is not None else audit.preset.run.get("seeds") or [0]
+    run = {**checked.run, "lr_check": True, "seeds": list(seeds)[:check.seeds], "escalate": 0, "suppression_steps": 0}
+    if check.factor is not None:
+        run["lr_check_factor"] = check.factor
+    return checked.model_copy(update={"name": f"{check.method}-lr-check", "run": run})
+
+
+def audit_plans(audit: AuditConfig, registry) -> list[Entry]:
+    """Every battery method's plan, and the LR check's last, resolved before anything is
+    loaded: one bad name or option fails the whole audit in one line."""
+    check = lr_check_method(audit)
+    methods = [*((m, None) for m in audit.preset.methods), *([(check, audit.preset.lr_check.method)] if check else [])]
     out = []
-    for method in audit.preset.methods:
+    for method, checks in methods:
         try:
-            out.append((method, resolve_plan(method_config(audit, method), registry)))
+            config = method_config(audit, method)
+            if checks is not None:  # --seeds replaced every method's seeds: the check keeps its first ones
+                config = config.model_copy(update={"seeds": method.run["seeds"]})
+            out.append(Entry(method, resolve_plan(config, registry), checks))
         except RobustmoError as exc:
             raise RobustmoError(f"audit method {method.name!r}: {exc}") from None
     return out
@@ -255,23 +305,25 @@ def references(summary: dict, methods: dict[str, dict]) -> list[str]:
     for name, v in methods.items():
         lr = v.get("lr_check")
         if lr:
+            where = f" (seed{'s' if len(lr['seeds']) > 1 else ''} {', '.join(map(str, lr['seeds']))})" \
+                if lr.get("seeds") else ""
             out.append(f"A 10x lower LR may fail to remove a behaviour after 6 N S steps (N the LR ratio, S the high "
-                       f"LR's steps to removal); the LR check on {name} says {lr['verdict']!r}"
+                       f"LR's steps to removal); the LR check on {name}{where} says {lr['verdict']!r}"
                        + (f" ({lr['reason']})" if lr.get("reason") else "") + ".")
     return out
 
 
 # --------------------------------------------------------------------------- running it
-def execute_audit(audit: AuditConfig, plans: list[tuple[Method, Plan]], store: RunStore, resume: bool, registry,
+def execute_audit(audit: AuditConfig, plans: list[Entry], store: RunStore, resume: bool, registry,
                   run_one: Callable[[Plan, Path, bool], record.Run], log=print, progress: bool = False,
                   make_tracker=None) -> dict:
-    """Probe the organism, run every battery method (``plans``, from ``audit_plans``: each
-    complete one reused, an unfinished one resumed) and write the verdict page; return
-    audit.json's content."""
+    """Probe the organism, run every battery method and the LR check (``plans``, from
+    ``audit_plans``: each complete one reused, an unfinished one resumed) and write the verdict
+    page; return audit.json's content."""
     from robustmo.core.run import probe_organism, run_directory
     from robustmo.core.stages import StageCache
 
-    first = plans[0][1]
+    first = plans[0].plan
     shared = replace(first, config=record_config(audit, first))
     if resume:
         saved = read_audit(store.path).get("audit")
@@ -290,17 +342,19 @@ def execute_audit(audit: AuditConfig, plans: list[tuple[Method, Plan]], store: R
         reason = undefined_reason(probe, probe_plan)
         runs: dict[str, record.Run] = {}
         if reason is None:
-            for method, plan in plans:
-                sub = store.path / "methods" / method.name
+            for entry in plans:
+                name = entry.method.name
+                sub = store.path / "methods" / name
                 state = record.run_state(sub)
                 if state == "complete":
-                    log(f"audit: {method.name}: complete, reused ({sub})")
-                    runs[method.name] = record.load_run(sub)
+                    log(f"audit: {name}: complete, reused ({sub})")
+                    runs[name] = record.load_run(sub)
                     continue
                 if state == "corrupt":
-                    raise RobustmoError(f"audit method {method.name}: {sub} is unreadable; remove it to run it again")
-                log(f"audit: {method.name}: {'resuming' if state != 'pending' else 'running'} ({sub})")
-                runs[method.name] = run_one(plan, sub, state != "pending")
+                    raise RobustmoError(f"audit method {name}: {sub} is unreadable; remove it to run it again")
+                what = f"the LR check of {entry.checks}" if entry.checks else name
+                log(f"audit: {name}: {'resuming' if state != 'pending' else 'running'} {what} ({sub})")
+                runs[name] = run_one(entry.plan, sub, state != "pending")
         result = audit_result(audit, plans, runs, probe, reason)
         result.update(config=shared.config.model_dump(), seconds=round(time.time() - started, 1))
         write_audit(store, result)
@@ -311,19 +365,23 @@ def execute_audit(audit: AuditConfig, plans: list[tuple[Method, Plan]], store: R
     return result
 
 
-def audit_result(audit: AuditConfig, plans, runs: dict[str, record.Run], probe: dict, reason: str | None) -> dict:
-    """audit.json: per method its numbers and reading, the organism's verdict, the references."""
-    first = plans[0][1]
+def audit_result(audit: AuditConfig, plans: list[Entry], runs: dict[str, record.Run], probe: dict,
+                 reason: str | None) -> dict:
+    """audit.json: per method its numbers and reading, the LR check, the organism's verdict, the
+    references."""
+    first = plans[0].plan
     roles = dict(first.roles)
     variants = next((m.name for m in first.metrics if m.obj.eval_set == "variants" and m.package == "robustmo"), None)
+    methods = [e for e in plans if e.checks is None]
     out: dict[str, Any] = {"audit": audit.model_dump(), "status": "complete", "organism": probe, "roles": roles,
-                           "methods": {}, "order": [m.name for m, _ in plans]}  # JSON keys are written sorted
+                           "methods": {}, "order": [e.method.name for e in methods]}  # JSON keys are written sorted
     if reason is not None:
         out.update(verdict="undefined", verdict_reason=reason, references=[])
         out["summary"] = {"blue": {}}
         return out
     blue = {}
-    for method, plan in plans:
+    for entry in methods:
+        method, plan = entry.method, entry.plan
         run = runs[method.name]
         m = run.summary.blue[method.blue]
         seed_runs = ([record.load_run(run.path / d) for d in run.summary.seed_runs.values()]
@@ -339,8 +397,16 @@ def audit_result(audit: AuditConfig, plans, runs: dict[str, record.Run], probe: 
             "noise_floor": m.noise_floor, "within_noise": m.within_noise, "inconclusive": m.inconclusive,
             "inconclusive_reason": m.inconclusive_reason, "seeds": m.seeds or [run.manifest.seed if run.manifest else 0],
             "escalation": m.escalation, "suppression": m.suppression, **reading}
+    for entry in (e for e in plans if e.checks is not None):  # the LR check: its verdict goes to the method it checks
+        m = runs[entry.method.name].summary.blue[entry.method.blue]
+        verdict = lr_check_verdict(m.lr_check)
+        out["lr_check"] = {"method": entry.checks, "run": str(Path("methods") / entry.method.name),
+                           "seeds": list(entry.plan.config.seeds or [entry.plan.config.seed]),
+                           "factor": entry.plan.config.lr_check_factor, **(verdict or {"verdict": "inconclusive",
+                           "pairs": [], "reason": "the check ran no lower LR"})}
+        out["methods"][entry.checks]["lr_check"] = out["lr_check"]
     verdict, why = overall(out["methods"])
-    first_run = runs[plans[0][0].name]
+    first_run = runs[methods[0].method.name]
     out["summary"] = {"blue": blue, "base": first_run.summary.base, "organism": first_run.summary.organism}
     out.update(verdict=verdict, verdict_reason=why, references=references({"blue": blue}, out["methods"]))
     return out
@@ -416,6 +482,23 @@ def render_audit(result: dict) -> str:
         lines.append(f"- **{name}** ({m['blue']}{', ' + str(m['options']) if m['options'] else ''}): {m['verdict']}: "
                      f"{m['why']}." + (f" Escalated to LR {', '.join(f'{x:g}' for x in m['escalation'])}."
                                        if m["escalation"] else ""))
+    check = result.get("lr_check")
+    if check:
+        lines += ["", f"## The LR check of {check['method']}", "",
+                  f"Run [{check['run']}]({check['run']}/report.md), seed{'s' if len(check['seeds']) > 1 else ''} "
+                  f"{', '.join(map(str, check['seeds']))}: the method's LR against one 10x lower, the lower trained "
+                  f"to {check['factor']:g} N S steps (a constant LR after warmup, both). Verdict: "
+                  f"**{check['verdict']}**" + (f" ({check['reason']})" if check.get("reason") else "") + ".", ""]
+        for p in check["pairs"]:
+            lo, hi = p["low_steps"]
+            lines.append(f"- LR {p['high_lr']:g} removed it after step {p['high_steps'][0]}, by step "
+                         f"{p['high_steps'][1]} (S); N = {p['ratio']:g}, so N S is {p['naive_steps'][0]:g} to "
+                         f"{p['naive_steps'][1]:g} steps. LR {p['low_lr']:g}: "
+                         + (f"removed after step {lo}, by step {hi}" if hi is not None else
+                            f"not removed in {p['low_max_step']} steps") + f": {p['verdict']}"
+                         + ("" if p["beyond_factor"] is None else
+                            f"; {'still not' if p['beyond_factor'] else 'already'} removed at {p['factor']:g} N S")
+                         + ".")
     lines += ["", "![AUC per method and seed](audit.png)", ""]
     return "\n".join(lines)
 

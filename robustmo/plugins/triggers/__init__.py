@@ -6,7 +6,6 @@ only: `apply` never produces them, so the variants eval set measures generalisat
 
 from __future__ import annotations
 
-import copy
 import random
 import re
 from typing import Literal
