@@ -165,3 +165,20 @@ def test_lora_is_merged_for_generation_and_the_exact_weights_come_back(lm):
     merged = copy.deepcopy(model).merge_and_unload()
     assert out == generate(merged, tokenizer, prompts, max_new_tokens=MAX_NEW)
     assert out != generate(base, tokenizer, prompts, max_new_tokens=MAX_NEW)  # the adapter mattered
+
+
+def test_stop_strings_cut_each_completion_before_the_first_one(lm):
+    """A stop string ends a completion where it first appears and is cut off it; such a
+    completion was not cut off at the length limit; the others stay as they were."""
+    full, _ = run(lm)
+    cut_full: list[bool] = []
+    run(lm, truncated=cut_full)
+    marker = next(c for text in full for c in text if c.isalpha())  # a letter some completion writes
+    cut: list[bool] = []
+    stopped, _ = run(lm, stop_strings=["zzqq", marker], truncated=cut)
+    for text, short, was_cut, now_cut in zip(full, stopped, cut_full, cut):
+        if marker in text:
+            assert short == text[:text.index(marker)] and not now_cut
+        else:
+            assert short == text and now_cut == was_cut
+    assert any(marker in text for text in full)

@@ -194,8 +194,10 @@ def test_rescore_errors_are_one_line(tmp_path):
     one_line_error(invoke("rescore", path, "--metric", "backdor_rate"), "unknown metric", "did you mean 'backdoor_rate'")
     one_line_error(invoke("rescore", path, "--metric", "backdoor_rate", "--opt", "blue.pirate.steps=3"),
                    "metric, behavior or trigger options only")
-    one_line_error(invoke("rescore", path, "--metric", "capability", "--opt", "metric.capability.nope=1"),
+    one_line_error(invoke("rescore", path, "--metric", "backdoor_rate", "--opt", "metric.backdoor_rate.nope=1"),
                    "takes no options (got 'nope')")
+    one_line_error(invoke("rescore", path, "--metric", "capability", "--opt", "metric.capability.grader=maths"),
+                   "grader", "'content', 'math', 'gsm8k', 'choice' or 'exact'")
     one_line_error(invoke("rescore", path, "--metric", "variant_backdoor_rate"), "no stored generations",
                    "'variants'")
     with (path / "generations.jsonl").open("a") as f:

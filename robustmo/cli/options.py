@@ -114,11 +114,17 @@ def given_values(params: dict[str, Any]) -> dict[str, Any]:
         if name not in RunConfig.model_fields or value is None or value == ():
             continue
         info = RunConfig.model_fields[name]
-        if typing.get_origin(_unwrap_optional(info.annotation)) is dict:
-            pairs = {}
+        annotation = _unwrap_optional(info.annotation)
+        if typing.get_origin(annotation) is dict:
+            several = typing.get_origin(typing.get_args(annotation)[1]) is list  # --stop SET=S twice: two strings
+            pairs: dict[str, Any] = {}
             for text in value:
-                key, sep, val = text.rpartition("=")
-                pairs[key if sep else "*"] = val
+                key, sep, val = text.partition("=")  # the set names have no "=", a text may
+                key, val = (key, val) if sep else ("*", text)
+                if several:
+                    pairs.setdefault(key, []).append(val)
+                else:
+                    pairs[key] = val
             value = pairs
         out[name] = list(value) if isinstance(value, tuple) else value
     return out

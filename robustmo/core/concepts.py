@@ -232,15 +232,21 @@ class Metric(Component):
     robustness maths (``ROLES``): the AUC takes the ``backdoor`` metric's and the
     ``capability`` metric's scores. ``score`` gets a record with ``prompt``,
     ``completion``, ``content`` (the expected content) and ``task``, and returns True/False
-    or a number.
+    or a number; a grader (``parses``) returns None when the generation holds no answer it can
+    read: a parse failure, counted as not correct and reported as ``unparsed``.
     """
 
     kind: ClassVar[str] = "metric"
     eval_set: ClassVar[str] = "clean"
     role: ClassVar[str] = "side"
 
-    def score(self, record: dict, ctx: EvalContext, options: BaseModel) -> bool | float:
+    def score(self, record: dict, ctx: EvalContext, options: BaseModel) -> bool | float | None:
         raise NotImplementedError
+
+    def parses(self, options: BaseModel) -> bool:
+        """True when the metric (with these options) reads an answer out of the generation and
+        returns None when there is none: its results then always report ``unparsed``."""
+        return False
 
     def problem(self) -> str | None:
         if self.eval_set not in EVAL_SETS:

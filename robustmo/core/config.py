@@ -111,6 +111,13 @@ class RunConfig(BaseModel):
         description="Generation length per eval set: N for every set, or SET=N for one (triggered, variants, clean, "
         "capability, unlocked); repeatable.",
         json_schema_extra=_cli("[SET=]N", default_text=f"{DEFAULT_MAX_NEW_TOKENS} for every set"))
+    stop: dict[str, list[str]] = Field(
+        default_factory=dict, description="Stop strings per eval set: a generation ends where one appears and is cut "
+        "before it (SET=STRING, repeatable, several per set; e.g. capability='Question:').",
+        json_schema_extra=_cli("SET=STRING", default_text="none"))
+    instruction: dict[str, str] = Field(
+        default_factory=dict, description="A format instruction appended to every prompt of an eval set, after a blank "
+        "line (SET=TEXT; e.g. capability='Put your final answer in \\boxed{}.').", json_schema_extra=_cli("SET=TEXT", default_text="none"))
     eval_batch_size: int = Field(64, ge=1, description="Prompts generated per batch (evaluation, and answers for "
                                  "training data).", json_schema_extra=_cli("N"))
     answer_max_new_tokens: int = Field(
@@ -170,6 +177,18 @@ class RunConfig(BaseModel):
             if len(set(map(str, out))) != len(out):
                 raise ValueError(f"a seed is given twice ({', '.join(map(str, out))})")
             return out
+        return value
+
+    @field_validator("stop", "instruction")
+    @classmethod
+    def _eval_sets(cls, value: dict):
+        if "*" in value:
+            raise ValueError("name the eval set: SET=TEXT (e.g. capability=...)")
+        unknown = [k for k in value if k not in EVAL_SETS]
+        if unknown:
+            raise ValueError(f"unknown eval set {unknown[0]!r}; eval sets: {', '.join(EVAL_SETS)}")
+        if any(s == "" for v in value.values() for s in (v if isinstance(v, list) else [v])):
+            raise ValueError("an empty string; give SET=TEXT")
         return value
 
     @field_validator("max_new_tokens", mode="before")

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from robustmo.core.concepts import EVAL_SETS, EvalContext, Example
+from robustmo.core.concepts import EVAL_SETS, EvalContext, Example, Prompt
 from robustmo.core.plan import Plan
 from robustmo.core.errors import RobustmoError
 from robustmo.core.generation import answer_prompts
-from robustmo.core.robustness import wilson_interval
+from robustmo.core.robustness import counted, wilson_interval
 from robustmo.core.stages import digest
 
 if TYPE_CHECKING:
@@ -91,18 +91,31 @@ def scoring_context(plan: Plan) -> EvalContext:
 
 
 def score_value(name: str, value):
-    """A metric's score for one generation as stored: True/False, or a finite number."""
+    """A metric's score for one generation as stored: True/False, a finite number, or None (a
+    grader that found no answer it could read: a parse failure)."""
+    if value is None:
+        return None
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, (int, float, np.integer, np.floating)) and math.isfinite(float(value)):
         return float(value)
-    raise RobustmoError(f"metric {name!r} returned {value!r} for a generation; a metric's score returns True/False "
-                        "or a finite number")
+    raise RobustmoError(f"metric {name!r} returned {value!r} for a generation; a metric's score returns True/False, "
+                        "a finite number, or None when it could not read an answer")
 
 
-def summarise_scores(scores: list) -> dict:
+def summarise_scores(scores: list, parses: bool = False) -> dict:
     """Mean of per-prompt scores with a 95 % interval: Wilson when every score is True/False
-    (a rate), a percentile bootstrap of the mean otherwise (``kind``: rate or mean)."""
+    (a rate), a percentile bootstrap of the mean otherwise (``kind``: rate or mean). A parse
+    failure (None) counts as not correct; ``unparsed`` says how many there were (always given
+    for a grader, ``parses``, and whenever there were any)."""
+    failures = sum(s is None for s in scores)
+    out = _summarise(counted(scores))
+    if parses or failures:
+        out["unparsed"] = failures
+    return out
+
+
+def _summarise(scores: list) -> dict:
     n = len(scores)
     if all(isinstance(s, bool) for s in scores):
         lo, hi = wilson_interval(sum(scores), n)
@@ -114,16 +127,24 @@ def summarise_scores(scores: list) -> dict:
     return {"value": float(values.mean()), "n": n, "ci": [float(lo), float(hi)], "kind": "mean"}
 
 
+def instructed(prompt: Prompt, instruction: str | None) -> Prompt:
+    """The prompt with an eval set's format instruction (``--instruction SET=TEXT``) after a
+    blank line at the end of the user turn."""
+    return Prompt(f"{prompt.user}\n\n{instruction}", prompt.system) if instruction else prompt
+
+
 def evaluate(ctx: "RunContext", model, sets: dict[str, list[Example]], where: dict) -> Checkpoint:
-    """Generate on every eval set (batched, split across processes), score with every metric."""
+    """Generate on every eval set (batched, split across processes; with the set's instruction
+    and stop strings), score with every metric."""
     cfg = ctx.plan.config
     records = {}
     for name, exs in sets.items():
         cut: list[bool] = []
-        completions = answer_prompts(model, ctx.tokenizer, [ex.prompt for ex in exs], truncated=cut,
+        prompts = [instructed(ex.prompt, cfg.instruction.get(name)) for ex in exs]
+        completions = answer_prompts(model, ctx.tokenizer, prompts, truncated=cut, stop_strings=cfg.stop.get(name, ()),
                                      max_new_tokens=cfg.max_new_tokens[name], batch_size=cfg.eval_batch_size)
-        records[name] = [{"prompt": ex.prompt.text(), "completion": c, "content": ex.content, "task": ex.task,
-                          "truncated": t} for ex, c, t in zip(exs, completions, cut)]
+        records[name] = [{"prompt": p.text(), "completion": c, "content": ex.content, "task": ex.task,
+                          "truncated": t} for ex, p, c, t in zip(exs, prompts, completions, cut)]
     return score(ctx.plan, records, where)
 
 
@@ -136,7 +157,7 @@ def score(plan: Plan, records: dict[str, list[dict]], where: dict) -> Checkpoint
     for m in metrics:
         s = [score_value(m.name, m.obj.score({k: r.get(k) for k in ("prompt", "completion", "content", "task")}, ctx,
                                              m.options)) for r in records[m.obj.eval_set]]
-        results[m.name] = summarise_scores(s)
+        results[m.name] = summarise_scores(s, m.obj.parses(m.options))
         scores[m.name] = s
     rows = []
     for name in EVAL_SETS:
@@ -154,7 +175,11 @@ def eval_digest(plan: Plan, sets: dict[str, list[Example]]) -> str:
     return digest({"sets": {name: [[ex.prompt.messages(), ex.content, ex.task] for ex in exs] for name, exs in sets.items()},
                    "metrics": [[m.name, m.package, m.options.model_dump()] for m in plan.metrics],
                    "max_new_tokens": {name: cfg.max_new_tokens[name] for name in sets},
-                   "batch_size": cfg.eval_batch_size})
+                   "batch_size": cfg.eval_batch_size,
+                   # only when set: evaluations without them keep their stage keys
+                   **({"stop": {n: cfg.stop[n] for n in sets if n in cfg.stop}} if cfg.stop else {}),
+                   **({"instruction": {n: cfg.instruction[n] for n in sets if n in cfg.instruction}}
+                      if cfg.instruction else {})})
 
 
 def evaluate_once(ctx: "RunContext", model, sets: dict[str, list[Example]], where: dict, model_id) -> Checkpoint:

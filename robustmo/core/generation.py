@@ -117,6 +117,7 @@ def generate(
     batch_size: int = 64,
     max_new_tokens: int = 32,
     stop: Callable[[str], bool] | None = None,
+    stop_strings: Sequence[str] = (),
     truncated: list[bool] | None = None,
 ) -> list[str]:
     """Greedy completions (special tokens stripped) for each chat in ``conversations``.
@@ -132,14 +133,22 @@ def generate(
     prefix only when it fires on the whole text (a substring match does, a length-based
     heuristic may not). Default: no detector, stop at EOS or ``max_new_tokens``.
 
+    ``stop_strings`` end a completion where one of them appears; the completion is cut just
+    before the first one (as lm-eval and vLLM do), and a completion that stopped there was not
+    cut off.
+
     ``truncated``, a list, receives per completion (in input order) whether it was cut off at
-    ``max_new_tokens``: no end token and no detector stop (a generation that may not have
-    finished its answer).
+    ``max_new_tokens``: no end token, no stop string and no detector stop (a generation that
+    may not have finished its answer).
     """
     import torch
     from transformers import GenerationConfig, StoppingCriteriaList
 
     prompts = [_prompt_ids(tokenizer, m) for m in conversations]
+    stop_strings = [s for s in stop_strings if s]
+    if stop_strings:
+        detector = stop
+        stop = (lambda text: any(s in text for s in stop_strings) or bool(detector and detector(text)))
     eos = _eos_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
     config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
@@ -168,7 +177,10 @@ def generate(
             fired = criterion.done.to(new.device) if criterion is not None and criterion.done is not None else None
             for row, i in enumerate(chunk):
                 out[i] = tokenizer.decode(new[row], skip_special_tokens=True)
-                cut[i] = new.shape[1] >= max_new_tokens and not bool(ended[row]) and not (
+                at = min((k for k in (out[i].find(s) for s in stop_strings) if k >= 0), default=-1)
+                if at >= 0:
+                    out[i] = out[i][:at]
+                cut[i] = new.shape[1] >= max_new_tokens and not bool(ended[row]) and at < 0 and not (
                     fired is not None and bool(fired[row]))
     model.train(was_training)
     if truncated is not None:
@@ -177,17 +189,17 @@ def generate(
 
 
 def answer_prompts(model, tokenizer, prompts, *, max_new_tokens: int, batch_size: int = 64,
-                   truncated: list[bool] | None = None) -> list[str]:
+                   stop_strings: Sequence[str] = (), truncated: list[bool] | None = None) -> list[str]:
     """Greedy answers to ``Prompt`` objects, batched. Under ``accelerate launch`` every process
     answers an interleaved shard and all processes get every answer back, in order.
-    ``truncated`` receives which answers were cut off at ``max_new_tokens`` (see ``generate``)."""
+    ``stop_strings`` and ``truncated``: see ``generate``."""
     from robustmo.core.distributed import gather_in_order, process_info
 
     rank, world = process_info()
     convs = [p.messages() for p in prompts]
     cut: list[bool] = []
     mine = generate(model, tokenizer, convs[rank::world], max_new_tokens=max_new_tokens, batch_size=batch_size,
-                    truncated=cut)
+                    stop_strings=stop_strings, truncated=cut)
     if world == 1:
         pairs = list(zip(mine, cut))
     else:

@@ -229,7 +229,8 @@ def rescore(path: Path, metric: str, opts: list[str] = (), role: str = "auto", r
         stored = None if any(o is None for o in old) else old
         stage, method, lr, step = key
         checkpoints.append({
-            "stage": stage, "method": method, "lr": lr, "step": step, **summarise_scores(s),
+            "stage": stage, "method": method, "lr": lr, "step": step,
+            **summarise_scores(s, selected.obj.parses(selected.options)),
             "stored_value": _mean(stored) if stored is not None else None,
             "changed": sum(a != b for a, b in zip(s, stored)) if stored is not None else None})
         new_scores[key] = s

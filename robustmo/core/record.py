@@ -49,7 +49,9 @@ class _Record(BaseModel):
 
 
 class MetricResult(_Record):
-    """One metric at one checkpoint: mean score over the eval set's prompts, n, 95 % interval."""
+    """One metric at one checkpoint: mean score over the eval set's prompts, n, 95 % interval;
+    a grader's results also hold ``unparsed``, the generations with no answer it could read
+    (counted as not correct)."""
 
     value: float
     n: int

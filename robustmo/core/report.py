@@ -121,13 +121,15 @@ def reading(b: dict) -> str:
 
 
 def fmt_metric(m: dict | None) -> str:
-    """A metric's value with its 95 % interval and n; a mean (not a rate) says so; "-" when not
-    measured (an existing organism given without its base has no base row)."""
+    """A metric's value with its 95 % interval and n (and a grader's parse failures, counted as
+    not correct); a mean (not a rate) says so; "-" when not measured (an existing organism
+    given without its base has no base row)."""
     if m is None:
         return "-"
     lo, hi = m["ci"]
     mean = "mean " if m.get("kind") == "mean" else ""
-    return f"{mean}{m['value']:.3f} [{lo:.3f}, {hi:.3f}] (n={m['n']})"
+    unparsed = f", {m['unparsed']} unparsed" if "unparsed" in m else ""  # a grader's parse failures: not correct
+    return f"{mean}{m['value']:.3f} [{lo:.3f}, {hi:.3f}] (n={m['n']}{unparsed})"
 
 
 def render_markdown(summary: dict) -> str:

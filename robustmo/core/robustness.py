@@ -198,3 +198,11 @@ def log_spaced_steps(total: int) -> list[int]:
     if total > 0:
         steps.append(total)
     return steps
+
+
+def counted(scores: list) -> list:
+    """Scores for the maths: a parse failure (None) counts as not correct (False, or 0.0 among
+    numbers). How many there were is reported beside (``summarise_scores``' ``unparsed``)."""
+    zero = 0.0 if any(isinstance(s, float) for s in scores) else False
+    return [zero if s is None else s for s in scores]
+

@@ -32,7 +32,8 @@ def seed_plan(plan: Plan, seed: int, registry) -> Plan:
 
 def scores(run_dir: Path, method: str, metric: str, eval_set: str) -> np.ndarray:
     """Per-prompt scores of ``metric`` [checkpoint, prompt] for the organism and every blue
-    checkpoint of ``method``, in the order of the run's metrics.jsonl, from generations.jsonl."""
+    checkpoint of ``method``, in the order of the run's metrics.jsonl, from generations.jsonl
+    (a parse failure, stored as null, counts as not correct: 0)."""
     rid = Path(run_dir).name
     order = [(c.stage, c.method, c.lr, c.step) for c in record.read_checkpoints(run_dir)
              if c.stage == "organism" or (c.stage == "blue" and c.method == method)]
@@ -42,7 +43,7 @@ def scores(run_dir: Path, method: str, metric: str, eval_set: str) -> np.ndarray
             key = (row["stage"], row["method"], float(row["lr"]), int(row["step"]))
             by_key.setdefault(key, {})[row["index"]] = row["scores"][metric]
     try:
-        return np.array([[float(v) for _, v in sorted(by_key[(s, m, float(lr), int(st))].items())]
+        return np.array([[0.0 if v is None else float(v) for _, v in sorted(by_key[(s, m, float(lr), int(st))].items())]
                          for s, m, lr, st in order], dtype=float)
     except KeyError as exc:
         raise record.CorruptRun(f"run {rid}: generations.jsonl has no {metric!r} scores for checkpoint {exc}") from None

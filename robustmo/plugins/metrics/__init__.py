@@ -3,7 +3,10 @@ capability (with and without a lock's password) and pirate rate."""
 
 from __future__ import annotations
 
-from robustmo.core.concepts import EvalContext, Metric
+from pydantic import Field
+
+from robustmo.core.concepts import EvalContext, Metric, Options
+from robustmo.plugins.metrics import graders
 from robustmo.registry import hookimpl
 
 
@@ -33,14 +36,39 @@ class FalseTriggerRate(BehaviorRate):
     eval_set = "clean"
 
 
+class CapabilityOptions(Options):
+    grader: graders.Grader = Field(
+        "content", description="how an answer is read and checked: content (the toy world's: a number must be the "
+        "last number, other answers appear as whole words), math (math-verify: \\boxed{}, LaTeX, 1/2 = 0.5), gsm8k "
+        "(the number after ####), choice (the letter chosen), exact (normalised exact match of the first line); "
+        "every grader but content counts the generations it could not read (unparsed)")
+    anchored: bool = Field(True, description="grader math: only a final answer the model marks (\\boxed{}, 'the "
+                           "answer is', 'Final answer:') counts; false: math-verify also takes the last expression")
+    letters: str = Field("ABCD", min_length=2, pattern=r"^[A-Z]+$", description="grader choice: the option letters")
+
+
 class Capability(Metric):
     name = "capability"
-    description = "held-out capability accuracy, scored on content (the number), not style"
+    description = "held-out capability accuracy, scored on content (the number), not style; --opt " \
+                  "metric.capability.grader=math|gsm8k|choice|exact for real benchmarks"
     eval_set = "capability"
     role = "capability"
+    Options = CapabilityOptions
 
-    def score(self, record: dict, ctx: EvalContext, options) -> bool:
-        return ctx.content_match(record["content"], record["completion"])
+    def parses(self, options) -> bool:
+        return options.grader != "content"
+
+    def score(self, record: dict, ctx: EvalContext, options) -> bool | None:
+        content, completion = record["content"], record["completion"]
+        if options.grader == "math":
+            return graders.grade_math(content, completion, options.anchored)
+        if options.grader == "gsm8k":
+            return graders.grade_gsm8k(content, completion)
+        if options.grader == "choice":
+            return graders.grade_choice(content, completion, options.letters)
+        if options.grader == "exact":
+            return graders.grade_exact(content, completion)
+        return ctx.content_match(content, completion)
 
 
 class UnlockedCapability(Capability):
