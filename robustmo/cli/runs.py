@@ -51,6 +51,7 @@ Examples:
   robustmo runs show /tmp/my-run              # a run written with --out
   robustmo runs compare 20250101-1200 20250102-0930
   robustmo rescore 20250101-1200 --metric backdoor_rate
+  robustmo runs export-inspect 20250101-1200  # Inspect logs of every stored generation
 """
 
 
@@ -230,6 +231,26 @@ my_judge stands for a metric plugin you installed (see docs/plugins.md, register
 Writes rescore-<metric>.json into the run directory (replacing an earlier re-score with the
 same metric); the run's own files are never changed.
 """
+
+
+@runs.command("export-inspect")
+@click.argument("run_ref", metavar="RUN")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Directory for the logs (must be new or empty).  [default: RUN/inspect]")
+@click.option("--root", type=click.Path(), help=ROOT_HELP)
+def export_inspect(run_ref, out, root):
+    """Write a run's stored generations and scores as Inspect eval logs (needs the inspect extra:
+    pip install -e ".[inspect]").
+
+    One log per checkpoint and eval set; nothing is generated again (the logs replay the stored
+    completions and scores). View them with: inspect view --log-dir DIR. See docs/metrics.md.
+    """
+    from pathlib import Path
+
+    from robustmo.core.inspect_export import export_inspect as export
+
+    run = _load(run_ref, root)
+    _explained(export, run.path, Path(out) if out else None, lambda m: _console().print(m, highlight=False))
 
 
 @click.command(epilog=RESCORE_EPILOG)

@@ -248,6 +248,20 @@ class Metric(Component):
         returns None when there is none: its results then always report ``unparsed``."""
         return False
 
+    # A metric that evaluates the model itself (an external harness such as lm-eval) instead
+    # of scoring robustmo's stored generations: ``evaluate_model`` runs at every evaluation.
+    runs_model: ClassVar[bool] = False
+
+    def active(self, options: BaseModel) -> bool:
+        """False when the options leave the metric with nothing to do (e.g. no task named): it
+        is then not computed and cannot play a role."""
+        return True
+
+    def evaluate_model(self, model, tokenizer, options: BaseModel) -> list[dict]:
+        """For ``runs_model`` metrics: one record per sample, each with ``prompt``,
+        ``completion``, ``content``, ``task`` and ``score`` (True/False, a number, or None)."""
+        raise NotImplementedError
+
     def problem(self) -> str | None:
         if self.eval_set not in EVAL_SETS:
             return f"metric {self.name!r} scores eval set {self.eval_set!r}, which does not exist; eval sets: " \

@@ -145,18 +145,35 @@ def evaluate(ctx: "RunContext", model, sets: dict[str, list[Example]], where: di
                                      max_new_tokens=cfg.max_new_tokens[name], batch_size=cfg.eval_batch_size)
         records[name] = [{"prompt": p.text(), "completion": c, "content": ex.content, "task": ex.task,
                           "truncated": t} for ex, p, c, t in zip(exs, prompts, completions, cut)]
-    return score(ctx.plan, records, where)
+    external = {}  # metrics that evaluate the model themselves (lm-eval): their own samples and scores
+    for m in model_metrics(ctx.plan):
+        if m.obj.eval_set in sets:
+            external[m.name] = m.obj.evaluate_model(model, ctx.tokenizer, m.options)
+    return score(ctx.plan, records, where, external)
 
 
-def score(plan: Plan, records: dict[str, list[dict]], where: dict) -> Checkpoint:
+def model_metrics(plan: Plan) -> list:
+    """The plan's active metrics that run the model (``Metric.runs_model``)."""
+    return [m for m in plan.metrics if m.obj.runs_model and m.obj.active(m.options)]
+
+
+def score(plan: Plan, records: dict[str, list[dict]], where: dict, external: dict[str, list[dict]] | None = None
+          ) -> Checkpoint:
     """Score stored generations (``records`` per eval set) with every metric of the plan. A
-    metric sees ``prompt``, ``completion``, ``content`` and ``task``."""
+    metric sees ``prompt``, ``completion``, ``content`` and ``task``. ``external``: per metric
+    that ran the model, its samples (records with their ``score``), stored beside the eval set's
+    own generations and scored only by that metric."""
     ctx = scoring_context(plan)
     results, scores = {}, {}
-    metrics = [m for m in plan.metrics if m.obj.eval_set in records]
+    external = external or {}
+    metrics = [m for m in plan.metrics if m.obj.eval_set in records and not m.obj.runs_model]
     for m in metrics:
         s = [score_value(m.name, m.obj.score({k: r.get(k) for k in ("prompt", "completion", "content", "task")}, ctx,
                                              m.options)) for r in records[m.obj.eval_set]]
+        results[m.name] = summarise_scores(s, m.obj.parses(m.options))
+        scores[m.name] = s
+    for m in (m for m in plan.metrics if m.name in external):
+        s = [score_value(m.name, r["score"]) for r in external[m.name]]
         results[m.name] = summarise_scores(s, m.obj.parses(m.options))
         scores[m.name] = s
     rows = []
@@ -164,6 +181,10 @@ def score(plan: Plan, records: dict[str, list[dict]], where: dict) -> Checkpoint
         for i, r in enumerate(records.get(name, [])):
             rows.append({**where, "eval_set": name, "index": i, **r,
                          "scores": {m.name: scores[m.name][i] for m in metrics if m.obj.eval_set == name}})
+        for m in (m for m in plan.metrics if m.name in external and m.obj.eval_set == name):
+            for i, r in enumerate(external[m.name]):
+                rows.append({**where, "eval_set": name, "index": i, "truncated": False, "harness": m.name,
+                             **{k: v for k, v in r.items() if k != "score"}, "scores": {m.name: scores[m.name][i]}})
     truncated = {name: sum(bool(r.get("truncated")) for r in rs) for name, rs in records.items()}
     return Checkpoint(where, results, scores, rows, truncated)
 

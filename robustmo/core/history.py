@@ -195,6 +195,9 @@ def rescore(path: Path, metric: str, opts: list[str] = (), role: str = "auto", r
     run = load_run(path)
     plan = _plan_for(run, list(opts), registry)
     selected = plan.metric(metric)
+    if selected.obj.runs_model:
+        raise RobustmoError(f"metric {metric!r} evaluates the model itself (it does not score stored generations), so "
+                            "it cannot rescore a run; run again with it instead")
     eval_set = selected.obj.eval_set
     ctx = scoring_context(plan)
 
@@ -205,6 +208,8 @@ def rescore(path: Path, metric: str, opts: list[str] = (), role: str = "auto", r
                 and isinstance(row["index"], int)):
             raise CorruptRun(f"run {run.id}: generations.jsonl, line {i} lacks stage, method, eval_set, index or "
                              "completion")
+        if "harness" in row:  # a sample of a metric that ran the model (lm-eval), not one of the eval set's prompts
+            continue
         # keyed by prompt index: a checkpoint written twice (e.g. around a resume) counts once, the last time
         by_index.setdefault(checkpoint_key(row), {}).setdefault(row["eval_set"], {})[row["index"]] = row
     by_checkpoint = {key: {name: [rs[i] for i in sorted(rs)] for name, rs in sets.items()}

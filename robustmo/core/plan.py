@@ -185,13 +185,17 @@ def _role_metric(plan: Plan, role: str, eval_set: str, wanted: str | None, flag:
     """The metric that plays ``role`` on ``eval_set``: ``wanted`` if given (checked), else the one
     candidate, preferring robustmo's own when plugins add more (installing a plugin never changes
     a default run's numbers)."""
-    candidates = [m for m in plan.metrics if m.obj.role == role and m.obj.eval_set == eval_set]
+    candidates = [m for m in plan.metrics if m.obj.role == role and m.obj.eval_set == eval_set
+                  and m.obj.active(m.options)]
     if wanted is not None:
         chosen = next((m for m in plan.metrics if m.name == wanted), None)
         if chosen is None:
             from robustmo.registry.manager import unknown_name_message
 
             raise RobustmoError(f"{flag}: " + unknown_name_message("metric", wanted, [m.name for m in plan.metrics]))
+        if not chosen.obj.active(chosen.options):
+            raise RobustmoError(f"{flag} {wanted}: metric {wanted!r} has nothing to evaluate with its options; "
+                                f"see 'robustmo plugins' (e.g. --opt metric.{wanted}.task=NAME)")
         if chosen not in candidates:
             raise RobustmoError(f"{flag} {wanted}: metric {wanted!r} has role {chosen.obj.role!r} on eval set "
                                 f"{chosen.obj.eval_set!r}; this run needs one with role {role!r} on {eval_set!r}"
