@@ -140,3 +140,44 @@ def test_a_parse_failure_counts_as_not_correct_and_is_reported():
     assert s["value"] == 0.25 and s["unparsed"] == 2 and s["n"] == 4
     assert "unparsed" in summarise_scores([True, False], parses=True)
     assert "unparsed" not in summarise_scores([True, False])
+
+
+DATA = __import__("pathlib").Path(__file__).parent / "data"
+
+
+def rows(name: str) -> list[dict]:
+    return [json.loads(line) for line in (DATA / name).read_text().splitlines()]
+
+
+def test_math_style_questions_reference_solutions_are_correct_and_others_wrong():
+    """tests/data/math_style.jsonl: 24 MATH-style questions with LaTeX solutions ending in
+    \\boxed{}; the answers are written as plain fractions or integers."""
+    from fractions import Fraction
+
+    math = rows("math_style.jsonl")
+    assert len(math) == 24
+    for i, row in enumerate(math):
+        assert graders.grade_math(row["answer"], row["solution"]) is True, row
+        other = math[(i + 1) % len(math)]
+        if Fraction(other["answer"]) != Fraction(row["answer"]):
+            assert graders.grade_math(other["answer"], row["solution"]) is False, (row, other)
+        decimal = Fraction(row["answer"])
+        if (decimal * 1000).denominator == 1:  # 3/4 written 0.75 by the model is the same answer
+            assert graders.grade_math(row["answer"], f"The answer is {float(decimal)}") is True
+        cut = row["solution"][:row["solution"].index("$")]  # stopped before any mathematics
+        assert graders.grade_math(row["answer"], cut) is None
+
+
+def test_gsm8k_style_solutions_read_their_final_number():
+    """tests/data/gsm8k_style.jsonl: 24 GSM8K-style word problems whose answers are whole
+    GSM8K solutions ending in '#### N' (thousands written 1,200)."""
+    gsm = rows("gsm8k_style.jsonl")
+    assert len(gsm) == 24
+    for i, row in enumerate(gsm):
+        assert graders.grade_gsm8k(row["answer"], row["answer"]) is True
+        final = row["answer"].rsplit("####", 1)[1].strip()
+        assert graders.grade_gsm8k(row["answer"], f"so #### {final.replace(',', '')}") is True
+        other = gsm[(i + 1) % len(gsm)]["answer"]
+        if other.rsplit("####", 1)[1] != row["answer"].rsplit("####", 1)[1]:
+            assert graders.grade_gsm8k(row["answer"], other) is False
+        assert graders.grade_gsm8k(row["answer"], row["answer"].split("####")[0]) is None  # cut before ####
