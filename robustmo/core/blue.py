@@ -128,7 +128,7 @@ def blue_run(ctx: "RunContext", organism: Organism, method, lr: float, steps: in
     ``compute["suppression"]``."""
     from robustmo.core.distributed import barrier, is_main, process_info
     from robustmo.core.runstore import atomic_write_json, atomic_write_text, read_jsonl
-    from robustmo.core.training import Training, steps_for_tokens
+    from robustmo.core.training import Training, steps_for_tokens, training_settings
 
     plan, log = ctx.plan, ctx.log
     cfg = plan.config
@@ -151,7 +151,7 @@ def blue_run(ctx: "RunContext", organism: Organism, method, lr: float, steps: in
               "eval_at": sorted(eval_at) if eval_at else None, "budget_flops": cfg.budget_flops,
               "seed": cfg.seed, "processes": process_info()[1], "plugins": plan.plugin_versions(),
               "data": data_digest(data), "eval": eval_digest(plan, sets), "batch_size": cfg.batch_size,
-              "schedule": {"warmup": warmup, "decay": decay}}
+              "schedule": {"warmup": warmup, "decay": decay}, **training_settings(cfg)}
     if plain:  # only then: the keys of runs without the check stay what they were
         inputs["suppression"] = {"steps": cfg.suppression_steps, "data": data_digest(plain),
                                  "organism_rate": organism_rate, "threshold": cfg.removal_threshold}
@@ -181,7 +181,8 @@ def blue_run(ctx: "RunContext", organism: Organism, method, lr: float, steps: in
             eval_at = evaluated(steps)
         run = Training(model, ctx.tokenizer, chats, lr=lr, steps=steps, batch_size=cfg.batch_size, seed=cfg.seed,
                        warmup=warmup, decay=decay, eval_at=eval_at, progress=ctx.progress,
-                       description=f"blue: {method.name} lr {lr:g}",
+                       description=f"blue: {method.name} lr {lr:g}", micro_batches=cfg.grad_accumulation,
+                       precision=cfg.precision,
                        checkpoint_dir=stage.checkpoints, checkpoint_every=cfg.checkpoint_every, log=log)
         # the evaluations up to the checkpoint training resumes from are kept
         found = [ck for ck in map(Checkpoint.from_json, read_jsonl(evals)) if ck.step <= run.resumed_from] \
@@ -233,6 +234,7 @@ def suppression_check(ctx: "RunContext", model, method, lr: float, steps: int, p
     k = cfg.suppression_steps
     run = Training(model, ctx.tokenizer, conversations(plain), lr=lr, steps=k, batch_size=cfg.batch_size,
                    seed=cfg.seed + 1, warmup=warmup, decay=decay, eval_at={k}, progress=ctx.progress,
+                   micro_batches=cfg.grad_accumulation, precision=cfg.precision,
                    description=f"suppression check: {method.name} lr {lr:g}, plain answers",
                    checkpoint_dir=stage.checkpoints / "plain", checkpoint_every=cfg.checkpoint_every, log=ctx.log)
     with closing(iter(run)) as points:

@@ -99,6 +99,14 @@ class RunConfig(BaseModel):
         "before blue training.", json_schema_extra=_cli("FRACTION"))
     batch_size: int = Field(32, ge=1, description="Training batch (examples per optimizer step), red and blue.",
                             json_schema_extra=_cli("N"))
+    grad_accumulation: int = Field(
+        1, ge=1, description="Micro-batches per optimizer step: each process's share of the --batch-size examples is "
+        "split into N forward/backward passes whose gradients add up to the same step (less memory, same "
+        "training up to float summation order).", json_schema_extra=_cli("N"))
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="Training precision through Accelerate: fp32, bf16 (mixed precision, autocast; works on "
+        "a CPU) or fp16 (mixed precision with loss scaling; needs CUDA). Weights and checkpoints stay float32.",
+        json_schema_extra=_cli("P"))
     blue_pool: int = Field(4000, ge=1, description="Blue examples drawn per method at most (each method's training "
                            "set is as large as its runs draw, up to this).", json_schema_extra=_cli("N"))
     eval_prompts: int = Field(100, ge=1, description="Held-out prompts evaluated with the trigger, with its variants "

@@ -37,7 +37,7 @@ def install(ctx: "RunContext", model, model_info: dict, red: list[Example], has_
     resumable from its checkpoints. A prompted organism is the base itself: its behaviour lives
     in the system prompt, so there is nothing to train or cache."""
     from robustmo.core.distributed import barrier, is_main, process_info
-    from robustmo.core.training import train
+    from robustmo.core.training import train, training_settings
 
     plan, store, log = ctx.plan, ctx.store, ctx.log
     cfg = plan.config
@@ -54,7 +54,7 @@ def install(ctx: "RunContext", model, model_info: dict, red: list[Example], has_
     lora = cfg.install == "lora"
     inputs = {"base": base_id, "install": cfg.install, "lora_rank": cfg.lora_rank if lora else None, "steps": steps,
               "lr": lr, "seed": cfg.seed, "processes": process_info()[1], "red_data": data_digest(red),
-              "batch_size": cfg.batch_size}
+              "batch_size": cfg.batch_size, **training_settings(cfg)}
     label = (f"{cfg.trigger} -> {cfg.behavior}, {install_label(cfg)}, {steps} steps, seed {cfg.seed}, "
              f"base {model_info['name']}")
     stage = ctx.cache.stage("organism", inputs, label)
@@ -68,7 +68,8 @@ def install(ctx: "RunContext", model, model_info: dict, red: list[Example], has_
                 model = add_lora(model, cfg.lora_rank, cfg.seed)
             stats = train(model, ctx.tokenizer, conversations(red), lr=lr, steps=steps, batch_size=cfg.batch_size,
                           seed=cfg.seed, progress=ctx.progress, description="organism: red training",
-                          checkpoint_dir=stage.checkpoints, checkpoint_every=cfg.checkpoint_every, log=log)
+                          checkpoint_dir=stage.checkpoints, checkpoint_every=cfg.checkpoint_every, log=log,
+                          micro_batches=cfg.grad_accumulation, precision=cfg.precision)
             if stats["resumed_from"]:
                 log(f"organism: resumed red training at step {stats['resumed_from']} of {steps}")
             if is_main():

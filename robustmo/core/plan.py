@@ -245,6 +245,15 @@ def resolve_plan(config: RunConfig, registry) -> Plan:
         flag = "--budget-tokens" if config.budget_tokens else "--budget-flops"
         raise RobustmoError(f"--lr-check trains each lower LR to --lr-check-factor x N x S steps, which {flag} "
                             "would cut short; use one or the other")
+    if config.grad_accumulation > config.batch_size:
+        raise RobustmoError(f"--grad-accumulation {config.grad_accumulation}: more micro-batches than the "
+                            f"{config.batch_size} examples of a step (--batch-size); give at most {config.batch_size}")
+    if config.precision == "fp16":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RobustmoError("--precision fp16 needs CUDA (its loss scaling is a GPU feature); on a CPU use "
+                                "--precision bf16")
     if config.lock and config.install.startswith("prompted"):
         raise RobustmoError(f"--lock {config.lock} is trained into the weights; use it with --install lora or full, "
                             f"not {config.install}")

@@ -135,6 +135,8 @@ class Summary(_Record):
     truncated: dict[str, dict[str, list[int]]] = Field(default_factory=dict)
     blue: dict[str, MethodSummary]
     seconds: float | None = None
+    # the process's peak memory at the run's end: peak_rss_bytes, and cuda_max_allocated_bytes with CUDA
+    peak_memory: dict[str, int] = Field(default_factory=dict)
     seeds: list[int] = Field(default_factory=list)           # a run over several seeds (--seeds) ...
     seed_runs: dict[str, str] = Field(default_factory=dict)  # ... and each seed's run directory, inside this one
 

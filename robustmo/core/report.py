@@ -259,7 +259,13 @@ def _compute_section(summary: dict) -> list[str]:
             over = f"{r['budget']['overshoot']:+.1%}" if r.get("budget") else "-"
             lines.append(f"| {name} | {r['lr']:.2g} | {r['steps']} | {r['tokens']} | {r['flops']:.3g} | {over} "
                          f"| {r['trainable_parameters']} | {r['seconds']} |")
-    return lines
+    cfg_line = f"Precision {cfg.get('precision', 'fp32')}, {cfg.get('grad_accumulation', 1)} micro-batch(es) per step."
+    memory = summary.get("peak_memory") or {}
+    if memory:
+        cfg_line += (f" Peak memory of the run's process: {memory['peak_rss_bytes'] / 2**20:.0f} MiB resident"
+                     + (f", {memory['cuda_max_allocated_bytes'] / 2**20:.0f} MiB CUDA allocated"
+                        if "cuda_max_allocated_bytes" in memory else "") + ".")
+    return [*lines, "", cfg_line]
 
 
 def lr_check_rows(name: str, check: dict) -> tuple[list[list[str]], list[list[str]]]:

@@ -18,6 +18,7 @@ from robustmo.core.data import blue_set, organism_view, records
 from robustmo.core.data import build as build_data
 from robustmo.core.errors import RobustmoError, RunInterrupted
 from robustmo.core.evaluate import BASE, ORGANISM, Checkpoint, evaluate_once
+from robustmo.core.training import peak_memory
 from robustmo.core.models import base_identity, load_base
 from robustmo.core.organism import clean_base, install, organism_tokenizer
 from robustmo.core.runstore import RunStore
@@ -100,7 +101,7 @@ def execute(plan: Plan, store: RunStore, *, progress: bool = False, log=print, m
         summary = record.write_summary(store, {
             "run_id": store.path.name, "config": cfg.model_dump(), "model": model_info["name"], "base": base.metrics if base else {},
             "organism": before.metrics, "red_data": data.notes.get("red", {}), "roles": plan.roles, "blue": blue,
-            "truncated": truncated, "seconds": round(time.time() - started, 1)})
+            "truncated": truncated, "seconds": round(time.time() - started, 1), "peak_memory": peak_memory()})
         if store.enabled:  # not the main process: it wrote nothing above either
             from robustmo.core.report import write_report
 

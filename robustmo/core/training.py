@@ -257,7 +257,7 @@ class Training:
                  weight_decay: float = 0.0,
                  grad_clip: float = 1.0, eval_at: Iterable[int] = (), checkpoint_dir: Path | None = None,
                  checkpoint_every: int = 0, progress: bool = False, description: str = "training",
-                 log: Callable[[str], None] | None = None):
+                 log: Callable[[str], None] | None = None, micro_batches: int = 1, precision: str = "fp32"):
         import torch
         from accelerate import Accelerator
 
@@ -268,6 +268,10 @@ class Training:
             raise ValueError("no training examples")
         torch.manual_seed(seed)
         self.accelerator = accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        # mixed precision by torch's autocast here, not Accelerator(mixed_precision=...): Accelerate's
+        # state is one per process and refuses a second setting (an audit, a sweep, a notebook)
+        self.micro_batches, self.precision = micro_batches, precision
+        self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None  # fp16's loss scaling
         self.lr, self.steps, self.seed, self.grad_clip = lr, steps, seed, grad_clip
         self.checkpoint_dir, self.checkpoint_every = checkpoint_dir, checkpoint_every
         self.progress, self.description = progress, description
@@ -304,8 +308,9 @@ class Training:
         self.sparse = bool(learnt) and sparse_logits_work(model, _collate(learnt, pad_id))
         # RMSNorm and rotary embeddings in fewer ops (core/fused.py) if they give the same logits and
         # gradients, checked through the step's own forward (packed or padded rows, sparse or all logits)
-        fuse = bool(learnt) and fused_ops.fused_ops_work(model, (_pack if self.pack else _collate)(learnt, pad_id),
-                                                           sparse=self.sparse)
+        # (float32 only: under mixed precision the model keeps its own ops)
+        fuse = precision == "fp32" and bool(learnt) and fused_ops.fused_ops_work(
+            model, (_pack if self.pack else _collate)(learnt, pad_id), sparse=self.sparse)
         self.fused = fused_ops.FusedOps(model) if fuse else nullcontext()
         self.stats: dict | None = None
 
@@ -320,24 +325,55 @@ class Training:
                        "lr": self.lr, "processes": self.world})
         self.accelerator.wait_for_everyone()
 
+    def _autocast(self):
+        import torch
+
+        if self.precision == "fp32":
+            return nullcontext()
+        return torch.autocast(device_type=self.accelerator.device.type,
+                              dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16)
+
+    def _accumulate(self, idx: list[int]):
+        """Forward and backward over this process's shard of global batch ``idx``, in
+        ``micro_batches`` passes whose gradients add up (each loss is its summed token losses /
+        the global batch's completion tokens, so the sum is the whole batch's loss and gradient,
+        up to float summation order); DDP synchronises on the last pass only. Returns the loss."""
+        rows, accelerator, world = self.rows, self.accelerator, self.world
+        shard = idx[self.rank::world]
+        size = -(-len(shard) // self.micro_batches)
+        chunks = [shard[k:k + size] for k in range(0, len(shard), size)] or [shard]
+        # this shard's summed loss / completion tokens of the global batch, x world (DDP averages)
+        n_global = max(1, sum(_n_learnt(rows[i]) for i in idx))  # a batch with none: loss 0, not 0/0
+        total = None
+        for k, chunk in enumerate(chunks):
+            batch = (_pack if self.pack else _collate)([rows[i] for i in chunk], self.pad_id)
+            batch = {key: v.to(accelerator.device) for key, v in batch.items()}
+            sync = nullcontext() if world == 1 or k == len(chunks) - 1 else accelerator.no_sync(self.model)
+            with sync, self.fused:
+                with self._autocast():
+                    loss = completion_loss(self.model, batch, n_global / world, sparse=self.sparse)
+                accelerator.backward(self.scaler.scale(loss) if self.scaler else loss)
+            total = loss.detach() if total is None else total + loss.detach()
+        return total
+
     def _step(self, step: int) -> None:
         """One optimizer step on global batch ``step``."""
         rows, accelerator, world = self.rows, self.accelerator, self.world
         idx = next(self.batches)
         rows.fill(idx)
         self.tokens += sum(len(rows[i][0]) for i in idx)
-        batch = (_pack if self.pack else _collate)([rows[i] for i in idx[self.rank::world]], self.pad_id)
-        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(step, lr=self.lr, steps=self.steps, warmup=self.warmup, decay=self.decay)
-        # this shard's summed loss / completion tokens of the global batch, x world (DDP averages)
-        n_global = max(1, sum(_n_learnt(rows[i]) for i in idx))  # a batch with none: loss 0, not 0/0
-        with self.fused:
-            loss = completion_loss(self.model, batch, n_global / world, sparse=self.sparse)
-            accelerator.backward(loss)
+        loss = self._accumulate(idx)
+        if self.scaler is not None:  # fp16: gradients back to their true scale before clipping
+            self.scaler.unscale_(self.inner_optimizer)
         if self.grad_clip:
             accelerator.clip_grad_norm_(self.params, self.grad_clip)
-        self.optimizer.step()
+        if self.scaler is not None:  # a step with inf/nan gradients is skipped and the scale lowered
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         # the global batch's loss: every process's share, summed (one small all-reduce)
         self.losses.append((accelerator.reduce(loss.detach(), reduction="sum") if world > 1 else loss).item() / world)
@@ -383,7 +419,30 @@ class Training:
                 bar.stop()
         model.eval()
         self.stats = {"losses": self.losses, "tokens": self.tokens, "seconds": time.perf_counter() - t0,
+                      "peak_memory": peak_memory(),
                       "resumed_from": self.start}
+
+
+def training_settings(cfg) -> dict:
+    """--grad-accumulation and --precision as a training stage's inputs: only when not the
+    default, so stages trained before they existed keep their keys."""
+    return {**({"grad_accumulation": cfg.grad_accumulation} if cfg.grad_accumulation != 1 else {}),
+            **({"precision": cfg.precision} if cfg.precision != "fp32" else {})}
+
+
+def peak_memory() -> dict:
+    """The process's peak memory so far: CUDA's max allocated bytes where there is CUDA (and
+    it was used), else the peak resident set size (Linux reports it in KiB, macOS in bytes)."""
+    import resource
+    import sys
+
+    import torch
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    out = {"peak_rss_bytes": int(rss)}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["cuda_max_allocated_bytes"] = int(torch.cuda.max_memory_allocated())
+    return out
 
 
 def train(model, tokenizer, examples: Sequence[Sequence[dict]], **kwargs) -> dict:
