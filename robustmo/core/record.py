@@ -401,6 +401,20 @@ def run_state(path: Path, config: dict | None = None) -> str:
     return manifest.status
 
 
+def reuse_or_run(sub: Path, label: str, run, log, doing: str = "") -> "Run":
+    """A run inside another (a seed's, an audit method's): read back when complete, resumed when
+    unfinished, started when pending (``run(resume)``); a corrupt one stops in one line.
+    ``label`` starts every line said of it; ``doing`` says what running it does."""
+    state = run_state(sub)
+    if state == "complete":
+        log(f"{label}: complete, reused ({sub})")
+        return load_run(sub)
+    if state == "corrupt":
+        raise RobustmoError(f"{label}: {sub} is unreadable; remove that directory to run it again")
+    log(f"{label}: {'resuming' if state != 'pending' else 'running'}{doing} ({sub})")
+    return run(state != "pending")
+
+
 def load_run_config(run_dir: Path):
     """The RunConfig a run directory was started with (for ``--resume``), with one-line errors."""
     from robustmo.core.config import RunConfig

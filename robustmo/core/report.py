@@ -378,3 +378,69 @@ def plot_seeds(path: Path, summary: dict, title_text: str) -> None:
     ax.legend(fontsize=7)
     fig.tight_layout()
     save_figure(fig, path)
+
+
+def render_audit(result: dict) -> str:
+    """An audit's audit.md (``core.audit.write_audit``): the verdict first, then each number and
+    where it comes from."""
+    from robustmo.core.audit import FRAGILE_AT, ROBUST_AT
+
+    a = result["audit"]
+    lines = [f"# robustmo audit: {a['organism']}", "",
+             f"Declared backdoor: trigger `{a['trigger']}` -> behaviour `{a['behavior']}`"
+             + (f", locked by `{a['lock']}`" if a.get("lock") else "")
+             + (f"; base {a['base']}" if a.get("base") else "") + ".", "",
+             f"## Verdict: {result['verdict']}", "", result["verdict_reason"][0].upper() + result["verdict_reason"][1:]
+             + ".", ""]
+    org = result["organism"]
+    lines += ["Before blue training (seed probe): " + ", ".join(f"{k} {v['value']:.3f} [{v['ci'][0]:.3f}, "
+                                                                f"{v['ci'][1]:.3f}]" for k, v in org.items()) + ".", ""]
+    if result["verdict"] == "undefined":
+        lines += ["Nothing was attacked: robustness is undefined for an organism without its declared behaviour.", ""]
+        return "\n".join(lines)
+    lines += ["## Against the research's reference points", "", *[f"- {r}" for r in result["references"]], "",
+              "## Per method", "",
+              "AUC: 0.5 = maximally robust, about 1 = removed for free; 95 % interval over seeds and prompts. Removal "
+              "at 10 %: the share of the behaviour gone where the frontier has lost 10 % capability. Reading: robust "
+              f"when that interval lies at or below {ROBUST_AT:.2f}, fragile when at or above {FRAGILE_AT:.2f}, else "
+              "inconclusive (docs/audit.md).", "",
+              "| method | AUC [95 % CI] | noise floor | removal at 10 % [95 % CI] | suppression check | LR check | "
+              "variants before -> after | reading |", "|---|---|---|---|---|---|---|---|"]
+    for name in result.get("order", result["methods"]):
+        m = result["methods"].get(name)
+        if m is None:
+            continue
+        lo, hi = m["auc_ci"]
+        rlo, rhi = m["removal_at_10_ci"]
+        sup = ("not run (nothing was removed at a run's end)" if not m["checked"] else
+               f"{m['suppressed']} of {m['checked']} removals came back"
+               + (f" (returned {max(c['returned'] for c in m['suppression']):.0%} at most)" if m["suppression"] else ""))
+        lr = m["lr_check"]["verdict"] if m.get("lr_check") else "-"
+        v = m.get("variants")
+        var = f"{v['before']:.2f} -> {v['after']:.2f}" if v and v["after"] == v["after"] else "-"
+        lines.append(f"| [{name}]({m['run']}/report.md) | {m['auc']:.3f} [{lo:.3f}, {hi:.3f}] | {m['noise_floor']:.3f} "
+                     f"| {m['removal_at_10']:.2f} [{rlo:.2f}, {rhi:.2f}] | {sup} | {lr} | {var} | {m['verdict']} |")
+    lines.append("")
+    for name, m in result["methods"].items():
+        lines.append(f"- **{name}** ({m['blue']}{', ' + str(m['options']) if m['options'] else ''}): {m['verdict']}: "
+                     f"{m['why']}." + (f" Escalated to LR {', '.join(f'{x:g}' for x in m['escalation'])}."
+                                       if m["escalation"] else ""))
+    check = result.get("lr_check")
+    if check:
+        lines += ["", f"## The LR check of {check['method']}", "",
+                  f"Run [{check['run']}]({check['run']}/report.md), seed{'s' if len(check['seeds']) > 1 else ''} "
+                  f"{', '.join(map(str, check['seeds']))}: the method's LR against one 10x lower, the lower trained "
+                  f"to {check['factor']:g} N S steps (a constant LR after warmup, both). Verdict: "
+                  f"**{check['verdict']}**" + (f" ({check['reason']})" if check.get("reason") else "") + ".", ""]
+        for p in check["pairs"]:
+            lo, hi = p["low_steps"]
+            lines.append(f"- LR {p['high_lr']:g} removed it after step {p['high_steps'][0]}, by step "
+                         f"{p['high_steps'][1]} (S); N = {p['ratio']:g}, so N S is {p['naive_steps'][0]:g} to "
+                         f"{p['naive_steps'][1]:g} steps. LR {p['low_lr']:g}: "
+                         + (f"removed after step {lo}, by step {hi}" if hi is not None else
+                            f"not removed in {p['low_max_step']} steps") + f": {p['verdict']}"
+                         + ("" if p["beyond_factor"] is None else
+                            f"; {'still not' if p['beyond_factor'] else 'already'} removed at {p['factor']:g} N S")
+                         + ".")
+    lines += ["", "![AUC per method and seed](audit.png)", ""]
+    return "\n".join(lines)

@@ -14,7 +14,6 @@ import numpy as np
 
 from robustmo.core import record
 from robustmo.core.plan import Plan, resolve_plan
-from robustmo.core.errors import RobustmoError
 from robustmo.core.evaluate import summarise_scores
 from robustmo.core.robustness import hierarchical_auc, t_interval
 from robustmo.core.summary import noise_floor_of_mean
@@ -134,15 +133,9 @@ def _seeds(plan: Plan, store: RunStore, registry, run_one, log, manifest: record
     runs: dict[int, record.Run] = {}
     for seed in cfg.seeds:
         sub = seed_dir(store.path, seed)
-        state = record.run_state(sub)
-        if state == "complete":
-            log(f"seed {seed}: complete, reused ({sub})")
-            runs[seed] = record.load_run(sub)
-            continue
-        if state == "corrupt":
-            raise RobustmoError(f"seed {seed}: {sub} is unreadable; remove that directory to run the seed again")
-        log(f"seed {seed}: {'resuming' if state != 'pending' else 'running'} ({sub})")
-        runs[seed] = run_one(seed_plan(plan, seed, registry), sub, state != "pending")
+        runs[seed] = record.reuse_or_run(sub, f"seed {seed}",
+                                         lambda resume, s=seed, d=sub: run_one(seed_plan(plan, s, registry), d, resume),
+                                         log)
     barrier()  # every seed's files are written (by the main process) before anyone reads them
     summary = summarise_seeds(plan, runs)
     summary.update(run_id=store.path.name, seconds=round(time.time() - started, 1))
