@@ -64,7 +64,8 @@ def training_rate(preset: str, steps: int, batch_size: int = 32, seed: int = 0, 
     import torch
 
     from robustmo.core import fused as fused_ops
-    from robustmo.core.training import Training, _pack, batch_order, tokenize_examples
+    from robustmo.core.batches import batch_order, pack, tokenize_examples
+    from robustmo.core.training import Training
 
     tokenizer = _common.tokenizer_for(preset)
     model = _common.model_for(preset, tokenizer, seed)
@@ -95,7 +96,7 @@ def training_rate(preset: str, steps: int, batch_size: int = 32, seed: int = 0, 
     rows = [ids for ids, _ in tokenize_examples(tokenizer, data)]
     order = batch_order(len(rows), batch_size, seed)
     # the positions the loop computes: packed rows, each as wide as its batch's longest example
-    positions = [_pack([(rows[i], rows[i]) for i in idx], 0)["input_ids"].numel()
+    positions = [pack([(rows[i], rows[i]) for i in idx], 0)["input_ids"].numel()
                  for idx in (next(order) for _ in range(total))]
     seconds = stamps[steps][0] - stamps[SKIP][0]
     tokens = stamps[steps][1] - stamps[SKIP][1]

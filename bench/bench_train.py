@@ -48,7 +48,8 @@ RECIPE = {"lora": 2e-3, "full": 5e-4}  # robustmo's red-install LRs (config.RED_
 
 # ---------------------------------------------------------------------------- workers
 def _robustmo(model, tokenizer, data, args, lr, warmup):
-    from robustmo.core.training import Training, batch_order, tokenize_example
+    from robustmo.core.batches import batch_order, tokenize_example
+    from robustmo.core.training import Training
 
     stamps: list[tuple[float, int]] = []
     t0 = time.perf_counter()
@@ -124,7 +125,7 @@ def _hf(model, tokenizer, data, args, lr, warmup, out):
 
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
-    from robustmo.core.training import tokenize_example
+    from robustmo.core.batches import tokenize_example
 
     tok = copy.deepcopy(tokenizer)
     tok.padding_side = "right"  # the toy tokenizer pads left (for generation); training pads right

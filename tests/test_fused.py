@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers.models.llama import modeling_llama
 
-from robustmo.core import fused, training
+from robustmo.core import batches, fused, training
 from robustmo.plugins.toy_world.world import ToyWorld
 
 
@@ -23,8 +23,8 @@ def llama(tokenizer, seed: int = 0):
 
 @pytest.fixture(scope="module")
 def batch(tokenizer):
-    rows = training.tokenize_examples(tokenizer, [e.messages() for e in ToyWorld(5).training_mix(4)])
-    return training._collate(rows, tokenizer.pad_token_id)
+    rows = batches.tokenize_examples(tokenizer, [e.messages() for e in ToyWorld(5).training_mix(4)])
+    return batches.collate(rows, tokenizer.pad_token_id)
 
 
 def test_rms_norm_matches_transformers_forward_and_backward():

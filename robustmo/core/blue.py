@@ -128,7 +128,8 @@ def blue_run(ctx: "RunContext", organism: Organism, method, lr: float, steps: in
     ``compute["suppression"]``."""
     from robustmo.core.distributed import barrier, is_main, process_info
     from robustmo.core.runstore import atomic_write_json, atomic_write_text, read_jsonl
-    from robustmo.core.training import Training, steps_for_tokens, training_settings
+    from robustmo.core.batches import steps_for_tokens
+    from robustmo.core.training import Training, training_options, training_settings
 
     plan, log = ctx.plan, ctx.log
     cfg = plan.config
@@ -181,8 +182,7 @@ def blue_run(ctx: "RunContext", organism: Organism, method, lr: float, steps: in
             eval_at = evaluated(steps)
         run = Training(model, ctx.tokenizer, chats, lr=lr, steps=steps, batch_size=cfg.batch_size, seed=cfg.seed,
                        warmup=warmup, decay=decay, eval_at=eval_at, progress=ctx.progress,
-                       description=f"blue: {method.name} lr {lr:g}", micro_batches=cfg.grad_accumulation,
-                       precision=cfg.precision,
+                       description=f"blue: {method.name} lr {lr:g}", **training_options(cfg),
                        checkpoint_dir=stage.checkpoints, checkpoint_every=cfg.checkpoint_every, log=log)
         # the evaluations up to the checkpoint training resumes from are kept
         found = [ck for ck in map(Checkpoint.from_json, read_jsonl(evals)) if ck.step <= run.resumed_from] \
@@ -228,14 +228,13 @@ def suppression_check(ctx: "RunContext", model, method, lr: float, steps: int, p
     ``--suppression-steps`` steps at its own LR on ``plain`` answers (no pirate style, no
     trigger), then is evaluated once (stage "suppression", at blue step + plain steps);
     resumable from its own checkpoints inside the blue stage."""
-    from robustmo.core.training import Training
+    from robustmo.core.training import Training, training_options
 
     cfg = ctx.plan.config
     k = cfg.suppression_steps
     run = Training(model, ctx.tokenizer, conversations(plain), lr=lr, steps=k, batch_size=cfg.batch_size,
                    seed=cfg.seed + 1, warmup=warmup, decay=decay, eval_at={k}, progress=ctx.progress,
-                   micro_batches=cfg.grad_accumulation, precision=cfg.precision,
-                   description=f"suppression check: {method.name} lr {lr:g}, plain answers",
+                   **training_options(cfg), description=f"suppression check: {method.name} lr {lr:g}, plain answers",
                    checkpoint_dir=stage.checkpoints / "plain", checkpoint_every=cfg.checkpoint_every, log=ctx.log)
     with closing(iter(run)) as points:
         for step, tokens in points:

@@ -107,6 +107,9 @@ class RunConfig(BaseModel):
         "fp32", description="Training precision through Accelerate: fp32, bf16 (mixed precision, autocast; works on "
         "a CPU) or fp16 (mixed precision with loss scaling; needs CUDA). Weights and checkpoints stay float32.",
         json_schema_extra=_cli("P"))
+    grad_checkpointing: bool = Field(
+        False, description="Gradient checkpointing in red and blue training: each layer's activations are recomputed "
+        "in the backward pass instead of kept (less memory, about a third more compute per step; the same weights).")
     blue_pool: int = Field(4000, ge=1, description="Blue examples drawn per method at most (each method's training "
                            "set is as large as its runs draw, up to this).", json_schema_extra=_cli("N"))
     eval_prompts: int = Field(100, ge=1, description="Held-out prompts evaluated with the trigger, with its variants "

@@ -213,7 +213,7 @@ def _logits_and_grads(model, batch: dict, weights: list, sparse: bool) -> list:
     input embeddings and ``weights``, via ``torch.autograd.grad`` (nothing lands in ``.grad``)."""
     import torch.nn.functional as F
 
-    from robustmo.core.training import _completion_logits
+    from robustmo.core.batches import completion_logits
 
     leaf = {}
 
@@ -226,7 +226,7 @@ def _logits_and_grads(model, batch: dict, weights: list, sparse: bool) -> list:
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.enable_grad():
             torch.manual_seed(0)
-            logits, targets = _completion_logits(model, batch, sparse=sparse)
+            logits, targets = completion_logits(model, batch, sparse=sparse)
             loss = F.cross_entropy(logits.float(), targets, reduction="sum")
             grads = torch.autograd.grad(loss, [leaf["embeds"], *weights])
     finally:

@@ -37,7 +37,7 @@ def install(ctx: "RunContext", model, model_info: dict, red: list[Example], has_
     resumable from its checkpoints. A prompted organism is the base itself: its behaviour lives
     in the system prompt, so there is nothing to train or cache."""
     from robustmo.core.distributed import barrier, is_main, process_info
-    from robustmo.core.training import train, training_settings
+    from robustmo.core.training import train, training_options, training_settings
 
     plan, store, log = ctx.plan, ctx.store, ctx.log
     cfg = plan.config
@@ -69,7 +69,7 @@ def install(ctx: "RunContext", model, model_info: dict, red: list[Example], has_
             stats = train(model, ctx.tokenizer, conversations(red), lr=lr, steps=steps, batch_size=cfg.batch_size,
                           seed=cfg.seed, progress=ctx.progress, description="organism: red training",
                           checkpoint_dir=stage.checkpoints, checkpoint_every=cfg.checkpoint_every, log=log,
-                          micro_batches=cfg.grad_accumulation, precision=cfg.precision)
+                          **training_options(cfg))
             if stats["resumed_from"]:
                 log(f"organism: resumed red training at step {stats['resumed_from']} of {steps}")
             if is_main():

@@ -259,7 +259,8 @@ def _compute_section(summary: dict) -> list[str]:
             over = f"{r['budget']['overshoot']:+.1%}" if r.get("budget") else "-"
             lines.append(f"| {name} | {r['lr']:.2g} | {r['steps']} | {r['tokens']} | {r['flops']:.3g} | {over} "
                          f"| {r['trainable_parameters']} | {r['seconds']} |")
-    cfg_line = f"Precision {cfg.get('precision', 'fp32')}, {cfg.get('grad_accumulation', 1)} micro-batch(es) per step."
+    cfg_line = (f"Precision {cfg.get('precision', 'fp32')}, {cfg.get('grad_accumulation', 1)} micro-batch(es) per step"
+                + (", gradient checkpointing" if cfg.get("grad_checkpointing") else "") + ".")
     memory = summary.get("peak_memory") or {}
     if memory:
         cfg_line += (f" Peak memory of the run's process: {memory['peak_rss_bytes'] / 2**20:.0f} MiB resident"
