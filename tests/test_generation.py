@@ -94,17 +94,17 @@ def test_detector_firing_at_once_ends_the_batch_after_the_first_token(lm):
 
 
 def test_prompt_ids_are_cached_per_chat_template(lm):
-    from robustmo.core.generation import _prompt_ids
+    from robustmo.core.generation import prompt_ids
 
     _, tokenizer, prompts = lm
     render = tokenizer.apply_chat_template(prompts[0], add_generation_prompt=True, tokenize=False)
-    first = _prompt_ids(tokenizer, prompts[0])
+    first = prompt_ids(tokenizer, prompts[0])
     assert first == tokenizer(render, add_special_tokens=False)["input_ids"]
-    assert _prompt_ids(tokenizer, prompts[0]) is first  # the second evaluation renders nothing
+    assert prompt_ids(tokenizer, prompts[0]) is first  # the second evaluation renders nothing
     template = tokenizer.chat_template
     try:
         tokenizer.chat_template = template.replace("<|end|>", "\n")
-        changed = _prompt_ids(tokenizer, prompts[0])
+        changed = prompt_ids(tokenizer, prompts[0])
         assert changed != first  # a new template is a new key, never a stale hit
     finally:
         tokenizer.chat_template = template

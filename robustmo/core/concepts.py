@@ -16,6 +16,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Callable, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -318,6 +319,30 @@ class DataSource(Component):
         raise NotImplementedError
 
 
+class GenerationEngine(Component):
+    """Generates a run's evaluations: greedy completions of chats, for every eval set at every
+    checkpoint (most of a real audit's cost). Selected with ``robustmo run --engine NAME``;
+    ``hf`` (transformers' ``generate``) is the default.
+
+    ``generate`` gets the model being evaluated (in memory, as training left it: maybe a PEFT
+    model with a LoRA adapter), its tokenizer and the chats; it returns one completion per chat,
+    in order, special tokens stripped, each cut just before the first of ``stop_strings``, and
+    fills ``truncated`` with whether each one was cut off at ``max_new_tokens`` (no end token,
+    no stop string). Prompts are rendered with ``generation.prompt_ids`` (the tokenizer's chat
+    template with the assistant header), so every engine sees the same tokens.
+    """
+
+    kind: ClassVar[str] = "engine"
+
+    def check(self, config: Any, options: BaseModel, blue_adapters: list[str]) -> None:
+        """Raise ``RobustmoError`` (one line) if this engine cannot evaluate such a run: its
+        ``RunConfig`` and the blue methods' adapters (``lora`` or ``full``)."""
+
+    def generate(self, model, tokenizer, conversations: Sequence[Sequence[dict]], *, max_new_tokens: int,
+                 batch_size: int, stop_strings: Sequence[str], truncated: list[bool], options: BaseModel) -> list[str]:
+        raise NotImplementedError
+
+
 @dataclass(frozen=True)
 class Kind:
     """One kind of registered object: its class, the hook that registers it, its label in
@@ -338,6 +363,7 @@ KINDS: tuple[Kind, ...] = (
     Kind("blue", BlueMethod, "register_blue_methods", "blue method", "blue"),
     Kind("metric", Metric, "register_metrics", "metric", None),
     Kind("data", DataSource, "register_data_sources", "data source", "data"),
+    Kind("engine", GenerationEngine, "register_engines", "generation engine", "engine"),
 )
 KIND: dict[str, Kind] = {k.name: k for k in KINDS}
 

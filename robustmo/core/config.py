@@ -110,6 +110,9 @@ class RunConfig(BaseModel):
     grad_checkpointing: bool = Field(
         False, description="Gradient checkpointing in red and blue training: each layer's activations are recomputed "
         "in the backward pass instead of kept (less memory, about a third more compute per step; the same weights).")
+    engine: str = Field("hf", description="Generation engine for evaluations: hf (transformers' generate) or vllm "
+                        "(the vllm extra, on CUDA: serves the base and the LoRA adapter without merging; options with "
+                        "--opt engine.vllm.KEY=VALUE). See 'robustmo plugins'.", json_schema_extra=_cli("NAME"))
     blue_pool: int = Field(4000, ge=1, description="Blue examples drawn per method at most (each method's training "
                            "set is as large as its runs draw, up to this).", json_schema_extra=_cli("N"))
     eval_prompts: int = Field(100, ge=1, description="Held-out prompts evaluated with the trigger, with its variants "

@@ -142,7 +142,8 @@ def evaluate(ctx: "RunContext", model, sets: dict[str, list[Example]], where: di
         cut: list[bool] = []
         prompts = [instructed(ex.prompt, cfg.instruction.get(name)) for ex in exs]
         completions = answer_prompts(model, ctx.tokenizer, prompts, truncated=cut, stop_strings=cfg.stop.get(name, ()),
-                                     max_new_tokens=cfg.max_new_tokens[name], batch_size=cfg.eval_batch_size)
+                                     max_new_tokens=cfg.max_new_tokens[name], batch_size=cfg.eval_batch_size,
+                                     engine=ctx.plan.engine)
         records[name] = [{"prompt": p.text(), "completion": c, "content": ex.content, "task": ex.task,
                           "truncated": t} for ex, p, c, t in zip(exs, prompts, completions, cut)]
     external = {}  # metrics that evaluate the model themselves (lm-eval): their own samples and scores
@@ -200,7 +201,11 @@ def eval_digest(plan: Plan, sets: dict[str, list[Example]]) -> str:
                    # only when set: evaluations without them keep their stage keys
                    **({"stop": {n: cfg.stop[n] for n in sets if n in cfg.stop}} if cfg.stop else {}),
                    **({"instruction": {n: cfg.instruction[n] for n in sets if n in cfg.instruction}}
-                      if cfg.instruction else {})})
+                      if cfg.instruction else {}),
+                   # the engine generates the completions: another one is another evaluation (hf, the
+                   # default, is left out so evaluations from before engines keep their keys)
+                   **({"engine": [plan.engine.name, plan.engine.package, plan.engine.options.model_dump()]}
+                      if plan.engine is not None and plan.engine.name != "hf" else {})})
 
 
 def evaluate_once(ctx: "RunContext", model, sets: dict[str, list[Example]], where: dict, model_id) -> Checkpoint:

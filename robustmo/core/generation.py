@@ -12,7 +12,7 @@ _PROMPT_IDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _PROMPT_CACHE_MAX = 200_000
 
 
-def _eos_ids(model, tokenizer) -> list[int]:
+def eos_ids(model, tokenizer) -> list[int]:
     # Real chat models often stop on several ids (e.g. Llama 3: <|eot_id|> and <|end_of_text|>).
     ids = {tokenizer.eos_token_id}
     cfg = getattr(model, "generation_config", None)
@@ -21,7 +21,7 @@ def _eos_ids(model, tokenizer) -> list[int]:
     return sorted(i for i in ids if i is not None)
 
 
-def _prompt_ids(tokenizer, messages: Sequence[dict]) -> list[int]:
+def prompt_ids(tokenizer, messages: Sequence[dict]) -> list[int]:
     """The prompt's token ids (chat template with the assistant header), cached."""
     try:
         key = (tokenizer.chat_template, tuple(tuple(sorted(m.items())) for m in messages))
@@ -144,12 +144,12 @@ def generate(
     import torch
     from transformers import GenerationConfig, StoppingCriteriaList
 
-    prompts = [_prompt_ids(tokenizer, m) for m in conversations]
+    prompts = [prompt_ids(tokenizer, m) for m in conversations]
     stop_strings = [s for s in stop_strings if s]
     if stop_strings:
         detector = stop
         stop = (lambda text: any(s in text for s in stop_strings) or bool(detector and detector(text)))
-    eos = _eos_ids(model, tokenizer)
+    eos = eos_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
     config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                               pad_token_id=pad, eos_token_id=eos)
@@ -189,17 +189,23 @@ def generate(
 
 
 def answer_prompts(model, tokenizer, prompts, *, max_new_tokens: int, batch_size: int = 64,
-                   stop_strings: Sequence[str] = (), truncated: list[bool] | None = None) -> list[str]:
-    """Greedy answers to ``Prompt`` objects, batched. Under ``accelerate launch`` every process
-    answers an interleaved shard and all processes get every answer back, in order.
+                   stop_strings: Sequence[str] = (), truncated: list[bool] | None = None, engine=None) -> list[str]:
+    """Greedy answers to ``Prompt`` objects, batched, by ``engine`` (a plan's selected
+    ``GenerationEngine``; None: transformers' ``generate``). Under ``accelerate launch`` every
+    process answers an interleaved shard and all processes get every answer back, in order.
     ``stop_strings`` and ``truncated``: see ``generate``."""
     from robustmo.core.distributed import gather_in_order, process_info
 
     rank, world = process_info()
     convs = [p.messages() for p in prompts]
     cut: list[bool] = []
-    mine = generate(model, tokenizer, convs[rank::world], max_new_tokens=max_new_tokens, batch_size=batch_size,
-                    stop_strings=stop_strings, truncated=cut)
+    if engine is None:
+        mine = generate(model, tokenizer, convs[rank::world], max_new_tokens=max_new_tokens, batch_size=batch_size,
+                        stop_strings=stop_strings, truncated=cut)
+    else:
+        mine = engine.obj.generate(model, tokenizer, convs[rank::world], max_new_tokens=max_new_tokens,
+                                   batch_size=batch_size, stop_strings=stop_strings, truncated=cut,
+                                   options=engine.options)
     if world == 1:
         pairs = list(zip(mine, cut))
     else:

@@ -71,14 +71,17 @@ class Plan:
     blue: list[Selected]
     data: Selected
     lock: Selected | None = None
+    engine: Selected | None = None   # always set by resolve_plan (a default is needed after lock)
     metrics: list[Selected] = field(default_factory=list)
     roles: dict[str, str] = field(default_factory=dict)  # backdoor / capability (/ locked_capability) -> metric name
     stages: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def components(self) -> list[Selected]:
-        """The chosen trigger, behaviour, lock (if any), blue methods and data source, in that order."""
-        return [self.trigger, self.behavior, *([self.lock] if self.lock else []), *self.blue, self.data]
+        """The chosen trigger, behaviour, lock (if any), blue methods, data source and generation
+        engine, in that order."""
+        return [self.trigger, self.behavior, *([self.lock] if self.lock else []), *self.blue, self.data,
+                *([self.engine] if self.engine else [])]
 
     def eval_sets(self) -> list[str]:
         """The eval sets this run generates on, in order."""
@@ -233,9 +236,11 @@ def resolve_plan(config: RunConfig, registry) -> Plan:
         blue=[_select(registry, "blue", b, config.options) for b in config.blue],
         data=_select(registry, "data", data, config.options),
         lock=_select(registry, "lock", config.lock, config.options) if config.lock else None,
+        engine=_select(registry, "engine", config.engine, config.options),
         metrics=[_select(registry, "metric", m, config.options) for m in registry.names("metric")],
     )
     plan.trigger.obj = plan.trigger.obj.for_behavior(plan.behavior.obj, plan.behavior.options)
+    plan.engine.obj.check(config, plan.engine.options, [getattr(b.options, "adapter", "lora") for b in plan.blue])
     if config.install.startswith("prompted") and plan_instruction(plan) is None:
         raise RobustmoError(f"--install {config.install} needs the backdoor in words, but trigger {config.trigger!r} or "
                             f"behaviour {config.behavior!r} has none (condition()/instruction()); use --install lora or full")

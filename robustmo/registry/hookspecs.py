@@ -74,6 +74,17 @@ def register_data_sources(register):
 
 
 @hookspec
+def register_engines(register):
+    """Register generation engines: ``register(MyEngine())``, a
+    ``robustmo.core.concepts.GenerationEngine``.
+
+    An engine generates the evaluations (greedy completions of every eval set at every
+    checkpoint) from the model in memory; ``check`` refuses runs it cannot evaluate.
+    Selected with ``robustmo run --engine NAME`` (default ``hf``).
+    """
+
+
+@hookspec
 def register_commands(cli):
     """Add commands to the ``robustmo`` CLI: ``cli.add_command(my_click_command)``.
 
