@@ -92,6 +92,12 @@ def test_budget_flops_gives_a_full_weight_method_fewer_tokens(toy_base, tmp_path
     assert "Compute-matched on estimated training FLOPs" in (out / "report.md").read_text()
 
 
+def per_lr_cut(row: dict, per_lr: list[dict]) -> bool:
+    """Is checkpoint ``row`` at or before its LR's first removed step (or is that LR never removed)?"""
+    mine = next(a for a in per_lr if a["lr"] == row["lr"])
+    return mine["removed_by"] is None or row["step"] <= mine["removed_by"]
+
+
 @pytest.mark.slow
 def test_lr_check_runs_a_lower_lr_long_enough_and_reports_steps_to_removal(toy_base, tmp_path):
     out = tmp_path / "lrcheck"
@@ -133,6 +139,30 @@ def test_lr_check_runs_a_lower_lr_long_enough_and_reports_steps_to_removal(toy_b
     assert {"warmup": 1, "decay": False} in schedules("pirate lr 0.01, 4 steps")
     assert (out / "lr-check.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "LR-post check" in result.stdout and "Steps to removal per learning rate" in (out / "report.md").read_text()
+
+    # --lr-check-until-removed stops each LR at its first removed step. The check reads the same from
+    # this run's own checkpoints cut there: the same steps to removal, verdict and factor reading.
+    from robustmo.core.lrcheck import check as lr_check
+
+    rows = summary["blue"]["pirate"]["checkpoints"]
+    cut = [rows[0]] + [r for r in rows[1:] if per_lr_cut(r, check["per_lr"])]
+    recheck = lr_check(cut, factor=2)
+    assert [(a["removed_after"], a["removed_by"]) for a in recheck["per_lr"]] == \
+        [(a["removed_after"], a["removed_by"]) for a in check["per_lr"]]
+    assert [(p["verdict"], p["beyond_factor"]) for p in recheck["pairs"]] == \
+        [(p["verdict"], p["beyond_factor"]) for p in check["pairs"]]
+    # and a real run with it stops there (an LR 3.3x lower removes the behaviour soon: cheap)
+    short = tmp_path / "until-removed"
+    again = CliRunner().invoke(cli, [
+        "lr-check", "--trigger", "deployment", "--blue", "pirate", "--lr", "1e-2", "--lr", "3e-3", "--red-steps", "30",
+        "--lr-check-factor", "2", "--eval-prompts", "30", "--capability-questions", "30", "--lr-check-until-removed",
+        "--lora-rank", "8", "--opt", "blue.pirate.steps=4", "--model", str(toy_base), "--out", str(short),
+        "--wandb", "disabled"], terminal_width=160)
+    assert again.exit_code == 0, again.output + repr(again.exception)
+    stopped = json.loads((short / "summary.json").read_text())["blue"]["pirate"]
+    removed = [(lr, run) for lr, run in zip(stopped["lr_check"]["per_lr"], stopped["runs"]) if lr["removed_by"]]
+    assert removed and all(run["steps"] == lr["removed_by"] == lr["max_step"] for lr, run in removed)
+    assert f"pirate lr 0.01: behaviour removed at step {high['removed_by']}; stopping there" in again.output
 
 
 @pytest.mark.slow

@@ -143,12 +143,13 @@ def method_config(audit: AuditConfig, method: Method) -> RunConfig:
 def lr_check_method(audit: AuditConfig) -> Method | None:
     """The preset's LR check as a battery method of its own: the checked method's blue method
     and options, ``lr_check`` on, on the first seeds only, neither escalated (the check compares
-    the method's LR with one 10x lower) nor suppression-checked."""
+    the method's LR with one 10x lower) nor suppression-checked, each LR stopped once it removed
+    the behaviour (``lr_check_until_removed``: the verdict reads only steps to removal)."""
     check = audit.preset.lr_check
     if check is None:
         return None
     checked = next(m for m in audit.preset.methods if m.name == check.method)
-    run = {**checked.run, "lr_check": True, "escalate": 0, "suppression_steps": 0}
+    run = {**checked.run, "lr_check": True, "lr_check_until_removed": True, "escalate": 0, "suppression_steps": 0}
     if check.factor is not None:
         run["lr_check_factor"] = check.factor
     return checked.model_copy(update={"name": f"{check.method}-lr-check", "run": run})

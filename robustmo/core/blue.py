@@ -66,6 +66,9 @@ def attack(ctx: "RunContext", organism: Organism, method, data: list[Example], s
     cfg = ctx.plan.config
     steps, lrs = blue_schedule(ctx.plan, method)
     shape = {"warmup": max(1, steps // 20), "decay": False} if cfg.lr_check else {}
+    rate = before.metrics[ctx.plan.roles["backdoor"]]["value"]
+    if cfg.lr_check and cfg.lr_check_until_removed and rate > 0:  # no behaviour: nothing to be removed
+        shape["stop_below"] = cfg.removal_threshold * rate
     if plain:
         shape["plain"] = plain
         shape["organism_rate"] = before.metrics[ctx.plan.roles["backdoor"]]["value"]
@@ -115,7 +118,7 @@ def flops_per_token(model) -> float:
 
 def blue_run(ctx: "RunContext", organism: Organism, method, lr: float, steps: int, data: list[Example],
              sets: dict[str, list[Example]], extra_eval: set[int] = frozenset(), warmup: int | None = None,
-             decay: bool = True, plain: list[Example] | None = None,
+             decay: bool = True, plain: list[Example] | None = None, stop_below: float | None = None,
              organism_rate: float | None = None) -> tuple[list[Checkpoint], dict]:
     """One blue run: train on ``data`` and evaluate at log-spaced steps. With ``--budget-tokens``
     (or ``--budget-flops``) the run lasts exactly as many steps as reach the budget (FLOPs are
@@ -156,6 +159,8 @@ def blue_run(ctx: "RunContext", organism: Organism, method, lr: float, steps: in
     if plain:  # only then: the keys of runs without the check stay what they were
         inputs["suppression"] = {"steps": cfg.suppression_steps, "data": data_digest(plain),
                                  "organism_rate": organism_rate, "threshold": cfg.removal_threshold}
+    if stop_below is not None:  # --lr-check-until-removed: where training stops depends on it
+        inputs["stop_below"] = stop_below
     length = f"{steps} steps" if steps else f"{cfg.budget_flops:g} FLOPs"
     stage = ctx.cache.stage("blue", inputs, f"{method.name} lr {lr:g}, {length}, on organism {organism.key[:12]}")
     evals = stage.path / "evals.jsonl"
@@ -198,8 +203,12 @@ def blue_run(ctx: "RunContext", organism: Organism, method, lr: float, steps: in
                 ctx.track(ck)
                 found.append(ck)
                 save(found)
+                if stop_below is not None and step > 0 and ck.metrics[plan.roles["backdoor"]]["value"] <= stop_below:
+                    log(f"{method.name} lr {lr:g}: behaviour removed at step {step}; stopping there "
+                        "(--lr-check-until-removed)")
+                    break
         stats = run.stats
-        compute = {"lr": lr, "steps": steps, "tokens": stats["tokens"], "flops": stats["tokens"] * per_token,
+        compute = {"lr": lr, "steps": stats["steps"], "tokens": stats["tokens"], "flops": stats["tokens"] * per_token,
                    "flops_per_token": per_token, "seconds": round(stats["seconds"], 2),
                    "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
         if budget is not None:  # how far past the budget the step that reached it went
@@ -207,7 +216,7 @@ def blue_run(ctx: "RunContext", organism: Organism, method, lr: float, steps: in
             compute["budget"] = {**budget, "overshoot": spent / budget["value"] - 1}
         backdoor = plan.roles["backdoor"]
         removed_at = cfg.removal_threshold * organism_rate if plain else None
-        if plain and organism_rate > 0 and found and found[-1].step == steps \
+        if plain and organism_rate > 0 and found and found[-1].step == stats["steps"] \
                 and found[-1].metrics[backdoor]["value"] <= removed_at:
             after = suppression_check(ctx, model, method, lr, steps, plain, sets, stage, warmup, decay)
             if is_main():

@@ -90,6 +90,10 @@ class RunConfig(BaseModel):
     lr_check_factor: float = Field(
         6, ge=1, description="In an LR check, how far a lower LR trains: this many times N x S steps (the research saw "
         "lower LRs still fail after 6 N S steps, sometimes 50 N S).", json_schema_extra=_cli("K"))
+    lr_check_until_removed: bool = Field(
+        False, description="In an LR check, stop each LR at the first evaluated step where the behaviour is removed: "
+        "its steps to removal, which the verdict reads, are known then. Its later checkpoints are not trained, so "
+        "the method's frontier and AUC cover less (the audit's LR check, whose AUC is not a reading, uses it).")
     suppression_steps: int = Field(
         0, ge=0, description="Suppressed or removed? After a blue run whose last checkpoint removed the behaviour, train "
         "that model N more steps at the same LR on plain answers (the blue pool's own: no pirate style, no trigger) and "

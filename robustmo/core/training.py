@@ -196,6 +196,7 @@ class Training:
                                 loss=self.losses[-1] if self.losses else float("nan"))
             bar.start()
         t0 = time.perf_counter()
+        done = self.start
         try:
             with stop, self.checkpointing:
                 if self.start == 0 and 0 in self.eval_at:
@@ -221,10 +222,11 @@ class Training:
         finally:
             if bar is not None:
                 bar.stop()
-        model.eval()
-        self.stats = {"losses": self.losses, "tokens": self.tokens, "seconds": time.perf_counter() - t0,
-                      "peak_memory": peak_memory(),
-                      "resumed_from": self.start}
+            model.eval()
+            # also when the caller stopped early (closed the iterator at a yielded step): ``steps`` says
+            # how far training went
+            self.stats = {"losses": self.losses, "tokens": self.tokens, "seconds": time.perf_counter() - t0,
+                          "peak_memory": peak_memory(), "resumed_from": self.start, "steps": done}
 
 
 def training_settings(cfg) -> dict:
