@@ -194,7 +194,7 @@ def sweep(sweep_file: str | Path, /, *, out: str | Path | None = None, shard: st
 
     from robustmo.core.distributed import is_main
     from robustmo.core.runstore import RunStore
-    from robustmo.core.sweep import check_executor, organism_groups, prepare, run_cells, write_comparison
+    from robustmo.core.sweep import check_executor, organism_groups, prepare, write_comparison
 
     check_executor(executor, shard, address)
     say = log or _print
@@ -212,9 +212,9 @@ def sweep(sweep_file: str | Path, /, *, out: str | Path | None = None, shard: st
             shutil.copyfile(sweep_file, out / "sweep.yaml")  # the grid this directory was last run with
         mine = [c for c in the_plan.cells if c.id in the_plan.mine]
         if ray:
-            _, errors = cluster.run(out, organism_groups(mine), say)
+            _, errors = cluster.run(_ray_group, out, organism_groups(mine), say)
         elif not aggregate_only:
-            run_cells(mine, the_plan.plans, out, log=say, say=say if main else lambda m: None)
+            _run_cells(mine, the_plan.plans, out, log=say, say=say if main else lambda m: None)
     if not main:
         return {}
     result = write_comparison(out, the_plan.cells, Path(sweep_file).stem, sweep_file)
@@ -222,6 +222,55 @@ def sweep(sweep_file: str | Path, /, *, out: str | Path | None = None, shard: st
         raise RobustmoError(f"{len(errors)} organism task(s) failed (the comparison has the cells that finished); "
                             f"first: {errors[0]}")
     return result
+
+
+def _run_cells(cells, plans: dict, out: Path, *, log, say) -> dict[str, dict[str, float]]:
+    """Run (or resume, or skip when complete) each sweep cell into ``<out>/cells/<id>``, in
+    order; ``say`` gets one status line per cell. Returns each cell's AUC per blue method."""
+    import shutil
+
+    from robustmo.core.distributed import is_main
+    from robustmo.core.sweep import cell_state
+
+    done = {}
+    for c in cells:
+        path = out / "cells" / c.id
+        state = cell_state(path)
+        if state == "complete":
+            say(f"[bold]{c.id}[/]: complete, skipped")
+            continue
+        if state == "corrupt":
+            raise RobustmoError(f"cell {c.id}: {path}/manifest.json is unreadable; remove that directory to run "
+                                "the cell again")
+        say(f"[bold]{c.id}[/]: {'resuming' if state != 'pending' else 'running'}")
+        if state == "pending" and path.exists() and is_main():
+            shutil.rmtree(path)  # created but never started (no manifest): nothing to keep
+        result = run(plans[c.id], directory=path, log=log)
+        done[c.id] = {m: b.auc for m, b in result.methods.items()}
+        say(f"[bold]{c.id}[/]: " + ", ".join(f"{m} AUC {auc:.3f}" for m, auc in done[c.id].items()))
+    return done
+
+
+def _ray_group(out: str, cell_ids: list[str], cwd: str) -> dict:
+    """A Ray task of ``sweep(executor="ray")``: one organism's cells (by id) of the sweep in
+    ``out``, planned again from ``<out>/sweep.yaml`` and run as the sequential sweep runs them.
+    Returns each cell's AUC per method and the worker's process id."""
+    import os
+
+    if os.path.isdir(cwd):  # relative paths in the sweep file mean what they mean to the driver
+        os.chdir(cwd)
+    from robustmo.core.sweep import plan_cells
+    from robustmo.registry import get_registry
+
+    cells = {c.id: c for c in plan_cells(Path(out) / "sweep.yaml")}
+    missing = [i for i in cell_ids if i not in cells]
+    if missing:
+        raise RobustmoError(f"cell {missing[0]} is not in {out}/sweep.yaml any more; another sweep of a changed "
+                            "grid wrote it: run the sweep again")
+    group = [cells[i] for i in cell_ids]
+    registry = get_registry()
+    plans = {c.id: resolve_plan(c.config, registry) for c in group}
+    return {"done": _run_cells(group, plans, Path(out), log=_print, say=_print), "pid": os.getpid()}
 
 
 def _print(message: str) -> None:

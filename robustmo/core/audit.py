@@ -28,12 +28,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from robustmo.core import record
 from robustmo.core.config import RunConfig, read_yaml, validation_message
 from robustmo.core.errors import RobustmoError
+from robustmo.core.robustness import FRAGILE_AT, ROBUST_AT
 from robustmo.core.plan import Plan, resolve_plan
 from robustmo.core.runstore import RunStore
 
 PRESET = Path(__file__).resolve().parents[1] / "presets" / "audit.yaml"
-ROBUST_AT = 0.25  # the research's most robust organisms lose about 25 % of the behaviour before 10 % capability loss
-FRAGILE_AT = 0.5  # ... and an organism that loses half or more of it there is fragile
 # what the audit itself sets in every method's run config; a preset may not
 AUDIT_OWNS = ("organism", "model", "trigger", "behavior", "lock", "data", "blue", "out", "options", "wandb", "no_cache")
 

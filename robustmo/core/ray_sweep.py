@@ -6,7 +6,8 @@ see the sweep directory and the stage cache at the same paths (a shared filesyst
 ``--shard``): a task writes its cells' run directories there and the driver aggregates them.
 
 A worker reads the sweep from ``<out>/sweep.yaml`` (the driver copies it there first), plans
-its cells again and runs them with ``sweep.run_cells``, exactly as the sequential sweep does.
+its cells again and runs them exactly as the sequential sweep does (``robustmo.api._ray_group``,
+the task this module is given: it knows how to run Ray tasks, not how to run a run).
 """
 
 from __future__ import annotations
@@ -27,33 +28,6 @@ def _ray():
     except ImportError:
         raise RobustmoError("--executor ray needs Ray: pip install 'robustmo[ray]' (or pip install ray)") from None
     return ray
-
-
-def run_group(out: str, cell_ids: list[str], cwd: str) -> dict:
-    """A Ray task: run one organism's cells (by id) of the sweep in ``out``; returns each
-    cell's AUC per method, the worker's process id and its node."""
-    if os.path.isdir(cwd):  # relative paths in the sweep file mean what they mean to the driver
-        os.chdir(cwd)
-    from rich.console import Console
-
-    from robustmo.core.plan import resolve_plan
-    from robustmo.core.sweep import plan_cells, run_cells
-    from robustmo.registry import get_registry
-
-    cells = {c.id: c for c in plan_cells(Path(out) / "sweep.yaml")}
-    missing = [i for i in cell_ids if i not in cells]
-    if missing:
-        raise RobustmoError(f"cell {missing[0]} is not in {out}/sweep.yaml any more; another sweep of a changed "
-                            "grid wrote it: run the sweep again")
-    group = [cells[i] for i in cell_ids]
-    registry = get_registry()
-    plans = {c.id: resolve_plan(c.config, registry) for c in group}
-    console = Console()
-    say = lambda m: console.print(m, highlight=False)  # noqa: E731
-    done = run_cells(group, plans, Path(out), log=say, say=say)
-    import ray
-
-    return {"done": done, "pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}
 
 
 class RayCluster:
@@ -98,12 +72,13 @@ class RayCluster:
             self.started_here = False
         return False
 
-    def run(self, out: Path, groups: list[list[Cell]], say) -> tuple[dict[str, dict], list[str]]:
-        """Run every organism group as a Ray task and wait for all of them. Returns the AUCs
-        of the cells run (by cell id) and the one-line errors of the groups that failed; a
-        group's failure does not stop the others."""
+    def run(self, group_task, out: Path, groups: list[list[Cell]], say) -> tuple[dict[str, dict], list[str]]:
+        """Run every organism group as a Ray task, ``group_task(out, cell_ids, cwd)`` (returning
+        ``{"done": AUCs by cell, "pid": ...}``), and wait for all of them. Returns the AUCs of
+        the cells run (by cell id) and the one-line errors of the groups that failed; a group's
+        failure does not stop the others."""
         ray, total = self.ray, self.total
-        task = ray.remote(run_group).options(num_cpus=self.cpus, num_gpus=self.gpus)
+        task = ray.remote(group_task).options(num_cpus=self.cpus, num_gpus=self.gpus)
         pending = {task.remote(str(out.resolve()), [c.id for c in g], os.getcwd()): g for g in groups}
         say(f"Ray: {len(pending)} organism task(s) on a cluster of {total.get('CPU', 0):g} CPU(s), "
             f"{total.get('GPU', 0):g} GPU(s); each asks for {self.cpus:g} CPU(s), {self.gpus:g} GPU(s)")

@@ -384,7 +384,7 @@ def plot_seeds(path: Path, summary: dict, title_text: str) -> None:
 def render_audit(result: dict) -> str:
     """An audit's audit.md (``core.audit.write_audit``): the verdict first, then each number and
     where it comes from."""
-    from robustmo.core.audit import FRAGILE_AT, ROBUST_AT
+    from robustmo.core.robustness import FRAGILE_AT, ROBUST_AT
 
     a = result["audit"]
     lines = [f"# robustmo audit: {a['organism']}", "",

@@ -194,33 +194,6 @@ def organism_groups(cells: list[Cell]) -> list[list[Cell]]:
     return list(groups.values())
 
 
-def run_cells(cells: list[Cell], plans: dict, out: Path, *, log, say) -> dict[str, dict[str, float]]:
-    """Run (or resume, or skip when complete) each cell into ``<out>/cells/<id>``, in order;
-    ``say`` gets one status line per cell. Returns each cell's AUC per blue method."""
-    import shutil
-
-    from robustmo import api
-    from robustmo.core.distributed import is_main
-
-    done = {}
-    for c in cells:
-        path = out / "cells" / c.id
-        state = cell_state(path)
-        if state == "complete":
-            say(f"[bold]{c.id}[/]: complete, skipped")
-            continue
-        if state == "corrupt":
-            raise RobustmoError(f"cell {c.id}: {path}/manifest.json is unreadable; remove that directory to run "
-                                "the cell again")
-        say(f"[bold]{c.id}[/]: {'resuming' if state != 'pending' else 'running'}")
-        if state == "pending" and path.exists() and is_main():
-            shutil.rmtree(path)  # created but never started (no manifest): nothing to keep
-        result = api.run(plans[c.id], directory=path, log=log)
-        done[c.id] = {m: b.auc for m, b in result.methods.items()}
-        say(f"[bold]{c.id}[/]: " + ", ".join(f"{m} AUC {auc:.3f}" for m, auc in done[c.id].items()))
-    return done
-
-
 def write_comparison(out: Path, cells: list[Cell], title: str, sweep_file) -> dict:
     """Aggregate the complete cells into ``sweep.json``, ``report.md`` and ``comparison.png``."""
     from robustmo.core.runstore import atomic_write_json, atomic_write_text
