@@ -71,7 +71,7 @@ def attack(ctx: "RunContext", organism: Organism, method, data: list[Example], s
         shape["stop_below"] = cfg.removal_threshold * rate
     if plain:
         shape["plain"] = plain
-        shape["organism_rate"] = before.metrics[ctx.plan.roles["backdoor"]]["value"]
+        shape["organism_rate"] = rate
     result = Attack(method.name, [before])
     first = None
     for lr in lrs:
@@ -218,7 +218,7 @@ def blue_run(ctx: "RunContext", organism: Organism, method, lr: float, steps: in
         removed_at = cfg.removal_threshold * organism_rate if plain else None
         if plain and organism_rate > 0 and found and found[-1].step == stats["steps"] \
                 and found[-1].metrics[backdoor]["value"] <= removed_at:
-            after = suppression_check(ctx, model, method, lr, steps, plain, sets, stage, warmup, decay)
+            after = suppression_check(ctx, model, method, lr, stats["steps"], plain, sets, stage, warmup, decay)
             if is_main():
                 atomic_write_text(stage.path / "plain.jsonl", json.dumps(after.to_json(), sort_keys=True) + "\n")
             ctx.record(after)
