@@ -205,7 +205,7 @@ def eval_digest(plan: Plan, sets: dict[str, list[Example]]) -> str:
                    # the engine generates the completions: another one is another evaluation (hf, the
                    # default, is left out so evaluations from before engines keep their keys)
                    **({"engine": [plan.engine.name, plan.engine.package, plan.engine.options.model_dump()]}
-                      if plan.engine is not None and plan.engine.name != "hf" else {})})
+                      if plan.engine.name != "hf" else {})})
 
 
 def evaluate_once(ctx: "RunContext", model, sets: dict[str, list[Example]], where: dict, model_id) -> Checkpoint:

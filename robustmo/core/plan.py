@@ -70,8 +70,8 @@ class Plan:
     behavior: Selected
     blue: list[Selected]
     data: Selected
+    engine: Selected
     lock: Selected | None = None
-    engine: Selected | None = None   # always set by resolve_plan (a default is needed after lock)
     metrics: list[Selected] = field(default_factory=list)
     roles: dict[str, str] = field(default_factory=dict)  # backdoor / capability (/ locked_capability) -> metric name
     stages: list[tuple[str, str]] = field(default_factory=list)
@@ -80,8 +80,7 @@ class Plan:
     def components(self) -> list[Selected]:
         """The chosen trigger, behaviour, lock (if any), blue methods, data source and generation
         engine, in that order."""
-        return [self.trigger, self.behavior, *([self.lock] if self.lock else []), *self.blue, self.data,
-                *([self.engine] if self.engine else [])]
+        return [self.trigger, self.behavior, *([self.lock] if self.lock else []), *self.blue, self.data, self.engine]
 
     def eval_sets(self) -> list[str]:
         """The eval sets this run generates on, in order."""

@@ -15,7 +15,7 @@ import numpy as np
 from robustmo.core import record
 from robustmo.core.plan import Plan, resolve_plan
 from robustmo.core.evaluate import summarise_scores
-from robustmo.core.robustness import hierarchical_auc, t_interval
+from robustmo.core.robustness import counted, hierarchical_auc, t_interval
 from robustmo.core.summary import noise_floor_of_mean
 from robustmo.core.runstore import RunStore
 
@@ -42,7 +42,7 @@ def scores(run_dir: Path, method: str, metric: str, eval_set: str) -> np.ndarray
             key = (row["stage"], row["method"], float(row["lr"]), int(row["step"]))
             by_key.setdefault(key, {})[row["index"]] = row["scores"][metric]
     try:
-        return np.array([[0.0 if v is None else float(v) for _, v in sorted(by_key[(s, m, float(lr), int(st))].items())]
+        return np.array([counted([v for _, v in sorted(by_key[(s, m, float(lr), int(st))].items())])
                          for s, m, lr, st in order], dtype=float)
     except KeyError as exc:
         raise record.CorruptRun(f"run {rid}: generations.jsonl has no {metric!r} scores for checkpoint {exc}") from None
