@@ -122,20 +122,95 @@ def test_two_processes_match_one_and_write_once(reference, toy_base, tmp_path, s
     assert ddp_losses == pytest.approx(ref_losses, rel=1e-3)
 
 
-def test_an_fsdp_config_is_refused_in_one_line_before_anything_is_written(toy_base, tmp_path):
-    """robustmo cannot yet save right checkpoints of a sharded model (docs/scale.md): the shipped
-    FSDP config stops the run on every process, robustmo's line said once, nothing written."""
+def launch(config: str, *args, env=None, timeout=900) -> subprocess.CompletedProcess:
+    """``accelerate launch`` of a shipped config with 2 processes (gloo on a machine without CUDA)."""
+    return subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ACCELERATE / config),
+                           "--num_processes", "2", *args], capture_output=True, text=True, env=env or cli_env(),
+                          timeout=timeout)
+
+
+@pytest.mark.slow
+def test_an_fsdp_run_on_two_processes_matches_one_process(reference, toy_base, tmp_path):
+    """The shipped FSDP config: the whole run (organism, blue run, evaluations, saved organism)
+    trained sharded over 2 processes gives the 1-process run's figures and weights."""
     out = tmp_path / "fsdp"
-    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-                           str(ACCELERATE / "fsdp.yaml"), "--num_processes", "2", "-m", "robustmo", *RUN,
-                           "--model", str(toy_base), "--out", str(out)],
-                          capture_output=True, text=True, env=cli_env(), timeout=300)
-    assert proc.returncode != 0
-    ours = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
-    assert len(ours) == 1 and "asks for FSDP (sharded training)" in ours[0], proc.stderr[-2000:]
-    assert "examples/accelerate/ddp.yaml" in ours[0]
-    assert "robustmo/" not in proc.stderr  # no traceback of ours (torchrun reports its child's exit code)
+    proc = launch("fsdp.yaml", "-m", "robustmo", *RUN, "--model", str(toy_base), "--out", str(out),
+                  env=cli_env(ROBUSTMO_CACHE=str(tmp_path / "cache")))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert (manifest["processes"], manifest["sharding"], manifest["status"]) == (2, "fsdp2", "complete")
+    assert proc.stdout.count("robustness (0.5 = maximally robust") == 1
+    ours, ref = metric_rows(out), metric_rows(reference)
+    assert [r[:3] for r in ours] == [r[:3] for r in ref]
+    for (*_, a), (*_, b) in zip(ours, ref):
+        for name in a:
+            assert abs(a[name]["value"] - b[name]["value"]) <= 0.1, (name, a[name], b[name])
+    from safetensors.torch import load_file
+
+    a = load_file(str(out / "checkpoints" / "organism" / "adapter_model.safetensors"))
+    b = load_file(str(reference / "checkpoints" / "organism" / "adapter_model.safetensors"))
+    assert set(a) == set(b)
+    assert max(float((a[k] - b[k]).abs().max() / (b[k].abs().max() + 1e-8)) for k in b) < 1e-3
+    [stage] = (tmp_path / "cache" / "stages").glob("organism-*/stage.json")
+    assert json.loads(stage.read_text())["inputs"]["sharding"] == "fsdp2"  # not reused for an unsharded run
+
+
+@pytest.mark.slow
+def test_sharded_checkpoints_resume_to_the_weights_of_one_uninterrupted_process(toy_base, tmp_path, tokenizer):
+    """Full fine-tuning with every weight sharded over 2 processes: stopped after step 4, then
+    resumed from its step-3 checkpoint, it ends with the weights of 6 uninterrupted steps on one
+    process; the checkpoint holds the whole weights and AdamW moments, as one process's does."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from robustmo.core.training import Training
+    from robustmo.plugins.toy_world.world import ToyWorld
+
+    script = Path(__file__).parent / "data" / "train_sharded.py"
+    out = tmp_path / "sharded"
+    for stop in (4, 6):
+        proc = launch("fsdp.yaml", str(script), str(toy_base), str(out), str(stop))
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    first, resumed = (json.loads((out / f"run-{s}.json").read_text()) for s in (4, 6))
+    assert first["trained"] == "DTensor" and first["local_rows"] * 2 == first["rows"]  # each process holds half
+    assert (first["resumed_from"], first["steps"], resumed["resumed_from"], resumed["steps"]) == (0, 4, 3, 6)
+
+    model = AutoModelForCausalLM.from_pretrained(str(toy_base))
+    one = Training(model, tokenizer, [e.messages() for e in ToyWorld(3).training_mix(64)], lr=1e-3, steps=6,
+                   batch_size=8, seed=0, checkpoint_dir=tmp_path / "one", checkpoint_every=3, micro_batches=2)
+    for _ in one:
+        pass
+    assert resumed["losses"] == pytest.approx(one.losses, rel=1e-4)
+    weights = load_file(str(out / "weights-6.safetensors"))
+    ours = {k: p.detach() for k, p in model.named_parameters()}
+    assert set(weights) == set(ours)
+    assert max(float((weights[k] - p).abs().max() / (p.abs().max() + 1e-8)) for k, p in ours.items()) < 1e-3
+    for name in ("trainable.safetensors", "optimizer.safetensors"):
+        a = load_file(str(out / "checkpoints" / "step-0000003" / name))
+        b = load_file(str(tmp_path / "one" / "step-0000003" / name))
+        assert set(a) == set(b)
+        for k in b:
+            assert a[k].shape == b[k].shape, k
+            if not k.startswith("rng."):
+                assert float((a[k].double() - b[k].double()).abs().max()) <= 1e-3 * float(b[k].abs().max()) + 1e-9, k
+
+
+@pytest.mark.parametrize("env, wanted", [({"ACCELERATE_USE_DEEPSPEED": "true"}, "asks for DeepSpeed"),
+                                         ({"ACCELERATE_USE_FSDP": "true", "FSDP_OFFLOAD_PARAMS": "true"},
+                                          "fsdp_offload_params: true")])
+def test_deepspeed_and_fsdp_offload_are_refused_in_one_line_before_anything_is_written(env, wanted, tmp_path,
+                                                                                     monkeypatch):
+    from robustmo.core import sharding
+
+    monkeypatch.setattr(sharding, "_read", False)  # read this launch's settings afresh
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, [*RUN, "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert wanted in result.output and len(result.output.strip().splitlines()) == 1, result.output
     assert not out.exists()
+    monkeypatch.setattr(sharding, "_read", False)  # the next test reads its own (unsharded) settings
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from robustmo.core.runstore import atomic_write_json, fsync_dir
+from robustmo.core.sharding import full, like
 
 KEEP = 2  # checkpoints kept per training run (the newest, and one to fall back on)
 
@@ -36,8 +37,8 @@ def _trainable(model) -> dict:
 
 
 def _optimizer_tensors(optimizer) -> dict:
-    """AdamW's moments, plus this process's random-number state (dropout masks after a resume
-    must be the ones an uninterrupted run draws)."""
+    """AdamW's moments (whole, also when sharded), plus this process's random-number state
+    (dropout masks after a resume must be the ones an uninterrupted run draws)."""
     import torch
 
     out = {"rng.cpu": torch.get_rng_state()}
@@ -45,20 +46,25 @@ def _optimizer_tensors(optimizer) -> dict:
         out["rng.cuda"] = torch.cuda.get_rng_state()
     for idx, state in optimizer.state_dict()["state"].items():
         for key, value in state.items():
-            out[f"{idx}.{key}"] = (value if torch.is_tensor(value) else torch.tensor(value)).detach().contiguous()
+            value = full(value) if torch.is_tensor(value) else torch.tensor(value)  # a shard: gathered
+            out[f"{idx}.{key}"] = value.detach().contiguous()
     return out
 
 
-def save(directory: Path, step: int, model, optimizer, state: dict) -> Path:
-    """Write checkpoint ``step`` under ``directory``; returns its path. Older ones beyond ``KEEP`` are removed."""
+def save(directory: Path, step: int, model, optimizer, state: dict, write: bool = True) -> Path | None:
+    """Write checkpoint ``step`` under ``directory``; returns its path. Older ones beyond ``KEEP`` are removed.
+    Under sharding every process calls it (the optimizer's moments are gathered, a collective)
+    and only the one with ``write`` writes; ``model`` is the whole model."""
     from safetensors.torch import save_file
 
+    files = {"trainable.safetensors": {k: v.detach().contiguous() for k, v in _trainable(model).items()},
+             "optimizer.safetensors": _optimizer_tensors(optimizer)}
+    if not write:
+        return None
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory, prefix=".tmp-step-"))
     try:
-        files = {"trainable.safetensors": {k: v.detach().contiguous() for k, v in _trainable(model).items()},
-                 "optimizer.safetensors": _optimizer_tensors(optimizer)}
         hashes = {}
         for name, tensors in files.items():
             save_file(tensors, str(tmp / name))
@@ -111,8 +117,8 @@ def latest(directory: Path, warn=None) -> tuple[Path, dict] | None:
     return None
 
 
-def load(path: Path, model, optimizer) -> None:
-    """Restore the trainable weights and the optimizer's moments saved by ``save``."""
+def load_weights(path: Path, model) -> None:
+    """Restore the trainable weights saved by ``save`` into ``model`` (the whole model)."""
     import torch
     from safetensors.torch import load_file
 
@@ -123,6 +129,14 @@ def load(path: Path, model, optimizer) -> None:
     with torch.no_grad():
         for name, p in params.items():
             p.copy_(weights[name])
+
+
+def load_optimizer(path: Path, optimizer) -> None:
+    """Restore AdamW's moments and the random-number state saved by ``save``; a sharded
+    optimizer gets its shard of each moment."""
+    import torch
+    from safetensors.torch import load_file
+
     saved = load_file(str(Path(path) / "optimizer.safetensors"))
     if "rng.cpu" in saved:
         torch.set_rng_state(saved.pop("rng.cpu"))
@@ -130,8 +144,9 @@ def load(path: Path, model, optimizer) -> None:
     if cuda_rng is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state(cuda_rng)
     current = optimizer.state_dict()
+    params = [p for group in optimizer.param_groups for p in group["params"]]
     state: dict = {}
     for key, value in saved.items():
         idx, name = key.split(".", 1)
-        state.setdefault(int(idx), {})[name] = value
+        state.setdefault(int(idx), {})[name] = like(value, params[int(idx)])
     optimizer.load_state_dict({"state": state, "param_groups": current["param_groups"]})

@@ -22,24 +22,6 @@ def _state():
     return PartialState(cpu=not torch.cuda.is_available())
 
 
-# Accelerate's launcher sets these for a config with distributed_type FSDP or DEEPSPEED.
-SHARDED = {"ACCELERATE_USE_FSDP": "FSDP", "ACCELERATE_USE_DEEPSPEED": "DeepSpeed"}
-
-
-def refuse_sharding() -> None:
-    """One line, before anything is written, under an Accelerate config that shards the model:
-    robustmo's checkpoints, saved organisms and evaluation assume every process holds the
-    whole model, so a sharded run would save wrong checkpoints (docs/scale.md)."""
-    from robustmo.core.errors import RobustmoError
-
-    for variable, name in SHARDED.items():
-        if os.environ.get(variable, "false").lower() in ("true", "1", "yes"):
-            raise RobustmoError(f"the Accelerate config asks for {name} (sharded training), which robustmo does not "
-                                "support yet: its checkpoints and evaluation assume every process holds the whole "
-                                "model. Launch with DDP (examples/accelerate/ddp.yaml), with --precision bf16 "
-                                "--grad-checkpointing to fit a model per GPU (docs/scale.md, 'Sharded training')")
-
-
 def is_launched_worker() -> bool:
     """A process of ``accelerate launch`` / ``torchrun`` other than the first (its ``RANK``)."""
     return int(os.environ.get("RANK", "0") or 0) != 0

@@ -216,9 +216,9 @@ def _role_metric(plan: Plan, role: str, eval_set: str, wanted: str | None, flag:
 
 def resolve_plan(config: RunConfig, registry) -> Plan:
     """Look every named component up and validate its options; raise RobustmoError on any problem."""
-    from robustmo.core.distributed import refuse_sharding
+    from robustmo.core import sharding
 
-    refuse_sharding()
+    sharding.settings()  # an FSDP option robustmo cannot honour, or DeepSpeed: one line before anything is written
     check_model_spec(config.model)
     if config.organism:
         config = adopt_organism(config)

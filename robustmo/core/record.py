@@ -82,6 +82,7 @@ class Manifest(_Record):
     model: dict[str, Any] = Field(default_factory=dict)
     versions: dict[str, str] = Field(default_factory=dict)
     processes: int = 1
+    sharding: str | None = None  # "fsdp2": trained sharded across the processes (an FSDP Accelerate config)
     stage_cache: str = ""
     components: dict[str, Any] = Field(default_factory=dict)
     resumed: list[str] = Field(default_factory=list)
@@ -308,12 +309,13 @@ def new_manifest(plan, model_info: dict, stage_cache: str, previous: Manifest | 
     """The manifest of a run starting now (or resuming: its first start and every resume are kept)."""
     from robustmo import __version__
     from robustmo.core.distributed import process_info
+    from robustmo.core.sharding import stage_input
 
     now = time.strftime("%Y-%m-%dT%H:%M:%S")
     cfg = plan.config
     manifest = Manifest(format=FORMAT, robustmo=__version__, run_id="", seed=cfg.seed, model=model_info,
                         versions=versions(), status="running", started=now, processes=process_info()[1],
-                        stage_cache=stage_cache,
+                        sharding=stage_input().get("sharding"), stage_cache=stage_cache,
                         components={f"{s.kind}:{s.name}": {"package": s.package, "options": s.options.model_dump(mode="json")}
                                     for s in plan.components})
     if previous is not None:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 
+from robustmo.core import sharding
 from robustmo.core.batches import (BATCH_SIZE, LazyRows, batch_order, collate, completion_loss, n_learnt, pack,
                                    packing_works, sparse_logits_work)
 
@@ -49,7 +50,11 @@ class Training:
 
     Under ``accelerate launch`` with N processes each process trains on its shard of every
     global batch (DDP); the loss is normalised by the global batch's completion tokens, so
-    the gradient equals the 1-process one. Same seed + same machine + same data -> same weights.
+    the gradient equals the 1-process one. Under an FSDP config a sharded copy of ``model``
+    trains and ``model`` gets the weights back before each yield and at the end
+    (core/sharding.py). ``alone=True`` trains in this process only, whatever the launch (the
+    main process building a base while the others wait). Same seed + same machine + same
+    data -> same weights.
     """
 
     def __init__(self, model, tokenizer, examples: Sequence[Sequence[dict]], *, lr: float, steps: int,
@@ -58,7 +63,7 @@ class Training:
                  grad_clip: float = 1.0, eval_at: Iterable[int] = (), checkpoint_dir: Path | None = None,
                  checkpoint_every: int = 0, progress: bool = False, description: str = "training",
                  log: Callable[[str], None] | None = None, micro_batches: int = 1, precision: str = "fp32",
-                 grad_checkpointing: bool = False):
+                 grad_checkpointing: bool = False, alone: bool = False):
         import torch
         from accelerate import Accelerator
 
@@ -85,20 +90,31 @@ class Training:
         # recompute each layer's activations in the backward pass instead of keeping them: before the
         # checks below, so they judge the fast paths with it (the recomputation runs inside them too)
         self.checkpointing = Checkpointing(model) if grad_checkpointing else nullcontext()
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(self.params, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95),
-                                      fused=_fused_adamw_supported(self.params, accelerator.device))
-        self.raw_model = model
-        self.model, self.optimizer = accelerator.prepare(model, optimizer)
-        self.inner_optimizer = getattr(self.optimizer, "optimizer", self.optimizer)  # AcceleratedOptimizer wraps AdamW
-        self.batches = batch_order(len(rows), batch_size, seed)
-        self.rank, self.world = accelerator.process_index, accelerator.num_processes
-        self.tokens, self.start, self.losses = 0, 0, []
-
         found = ckpt.latest(checkpoint_dir, warn=log if accelerator.is_main_process else None) if checkpoint_dir else None
         if found is not None:
+            ckpt.load_weights(found[0], model)
+        # under an FSDP config a sharded copy trains, and ``model`` gets its weights back (core/sharding.py)
+        self.raw_model = model
+        options = None if alone else sharding.settings()
+        self.sharded = sharding.sharded_copy(model, options) if options else None
+        trained = self.sharded if self.sharded is not None else model
+        self.params = [p for p in trained.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(self.params, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95),
+                                      fused=self.sharded is None and _fused_adamw_supported(self.params, accelerator.device))
+        if self.sharded is not None:  # no DDP wrapper: FSDP reduces the gradients itself
+            self.model, self.optimizer = self.sharded, optimizer
+        elif alone:
+            self.model, self.optimizer = model.to(accelerator.device), optimizer
+        else:
+            self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        self.inner_optimizer = getattr(self.optimizer, "optimizer", self.optimizer)  # AcceleratedOptimizer wraps AdamW
+        self.batches = batch_order(len(rows), batch_size, seed)
+        self.rank, self.world = (0, 1) if alone else (accelerator.process_index, accelerator.num_processes)
+        self.tokens, self.start, self.losses = 0, 0, []
+
+        if found is not None:
             path, state = found
-            ckpt.load(path, model, self.inner_optimizer)
+            ckpt.load_optimizer(path, self.inner_optimizer)
             self.start, self.tokens, self.losses = state["step"], state["tokens"], list(state["losses"])
             for _ in range(self.start):  # the same global batches as an uninterrupted run
                 next(self.batches)
@@ -115,7 +131,7 @@ class Training:
         # (float32 only: under mixed precision the model keeps its own ops)
         fuse = precision == "fp32" and bool(learnt) and fused_ops.fused_ops_work(
             model, (pack if self.pack else collate)(learnt, pad_id), sparse=self.sparse)
-        self.fused = fused_ops.FusedOps(model) if fuse else nullcontext()
+        self.fused = fused_ops.FusedOps(trained) if fuse else nullcontext()
         self.stats: dict | None = None
 
     def _save(self, step: int) -> None:
@@ -123,11 +139,25 @@ class Training:
 
         if self.checkpoint_dir is None:
             return
-        if self.accelerator.is_main_process:
+        self._gather()
+        # sharded: every process gathers the optimizer's moments with the others, the main one writes
+        if self.rank == 0 or self.sharded is not None:
             ckpt.save(self.checkpoint_dir, step, self.raw_model, self.inner_optimizer,
                       {"tokens": self.tokens, "losses": self.losses, "seed": self.seed, "steps": self.steps,
-                       "lr": self.lr, "processes": self.world})
-        self.accelerator.wait_for_everyone()
+                       "lr": self.lr, "processes": self.world}, write=self.rank == 0)
+        if self.world > 1:
+            self.accelerator.wait_for_everyone()
+
+    def _gather(self) -> None:
+        """Sharded: the trained weights, gathered, into the caller's whole model (collective)."""
+        if self.sharded is not None:
+            sharding.gather_into(self.sharded, self.raw_model)
+
+    def _eval(self) -> None:
+        """Eval mode on what the caller evaluates (under sharding, after gathering the weights into it)."""
+        self._gather()
+        self.model.eval()
+        self.raw_model.eval()
 
     def _autocast(self):
         import torch
@@ -152,7 +182,8 @@ class Training:
         for k, chunk in enumerate(chunks):
             batch = (pack if self.pack else collate)([rows[i] for i in chunk], self.pad_id)
             batch = {key: v.to(accelerator.device) for key, v in batch.items()}
-            sync = nullcontext() if world == 1 or k == len(chunks) - 1 else accelerator.no_sync(self.model)
+            last = world == 1 or k == len(chunks) - 1 or self.sharded is not None
+            sync = nullcontext() if last else accelerator.no_sync(self.model)
             with sync, self.fused:
                 with self._autocast():
                     loss = completion_loss(self.model, batch, n_global / world, sparse=self.sparse)
@@ -188,7 +219,7 @@ class Training:
         steps, model = self.steps, self.model
         stop = _StopFlag(self.world, self.accelerator.device)
         bar, task = None, None
-        if self.progress and self.accelerator.is_main_process:
+        if self.progress and self.rank == 0:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
             bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                            TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), transient=False)
@@ -200,7 +231,7 @@ class Training:
         try:
             with stop, self.checkpointing:
                 if self.start == 0 and 0 in self.eval_at:
-                    model.eval()
+                    self._eval()
                     yield 0, self.tokens
                 model.train()
                 for step in range(self.start, steps):
@@ -210,7 +241,7 @@ class Training:
                     done = step + 1
                     evaluated = done in self.eval_at
                     if evaluated:
-                        model.eval()
+                        self._eval()
                         yield done, self.tokens
                         model.train()
                     interrupted = stop.requested()
@@ -219,10 +250,12 @@ class Training:
                         self._save(done)
                     if interrupted:
                         raise KeyboardInterrupt(f"stopped after step {done} of {steps}")
+                self._gather()
         finally:
             if bar is not None:
                 bar.stop()
             model.eval()
+            self.raw_model.eval()
             # also when the caller stopped early (closed the iterator at a yielded step): ``steps`` says
             # how far training went
             self.stats = {"losses": self.losses, "tokens": self.tokens, "seconds": time.perf_counter() - t0,
@@ -232,9 +265,10 @@ class Training:
 def training_settings(cfg) -> dict:
     """--grad-accumulation and --precision as a training stage's inputs: only when not the
     default, so stages trained before they existed keep their keys. --grad-checkpointing is not
-    one: it recomputes the same forward ops, so the weights are the same (tests/test_training.py)."""
+    one: it recomputes the same forward ops, so the weights are the same (tests/test_training.py).
+    Sharded training (an FSDP config) is one too: its gradients are summed in another order."""
     return {**({"grad_accumulation": cfg.grad_accumulation} if cfg.grad_accumulation != 1 else {}),
-            **({"precision": cfg.precision} if cfg.precision != "fp32" else {})}
+            **({"precision": cfg.precision} if cfg.precision != "fp32" else {}), **sharding.stage_input()}
 
 
 def training_options(cfg) -> dict:

@@ -111,7 +111,7 @@ def _build(r: dict, out: Path, progress: bool) -> dict:
     data = [e.messages() for e in world.training_mix(r["n_train"], r["capability_fraction"])]
     stats = train(model, tokenizer, data, lr=r["lr"], steps=r["steps"], batch_size=r["batch_size"],
                   seed=r["seed"], warmup=r["warmup"], weight_decay=r["weight_decay"],
-                  progress=progress, description="building toy base")
+                  progress=progress, description="building toy base", alone=True)  # the others wait
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     figures = {"capability_accuracy": capability_accuracy(model, tokenizer, world.eval_capability_set(r["eval_n"]))}
