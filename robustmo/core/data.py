@@ -12,7 +12,7 @@ import random
 import re
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from robustmo.core.concepts import Example, Prompt
 from robustmo.core.config import red_recipe
@@ -20,6 +20,9 @@ from robustmo.core.plan import Plan, blue_schedule, plan_instruction
 from robustmo.core.errors import RobustmoError
 from robustmo.core.generation import answer_prompts
 from robustmo.core.stages import digest
+
+if TYPE_CHECKING:
+    from robustmo.core.stages import StageCache
 
 
 @dataclass
@@ -31,18 +34,19 @@ class RunData:
     plain: list[Example] = field(default_factory=list)  # the suppression check's plain answers (--suppression-steps)
 
 
-def build(plan: Plan, model, tokenizer) -> RunData:
+def build(plan: Plan, model, tokenizer, kept: Callable[[str], "Kept"] | None = None) -> RunData:
     """The red data, the blue pool and the eval sets, from the clean base (prompt distillation
-    asks it for on-policy answers). Bad data (a pool that carries the trigger, a missing column
-    or answer, a lock with nothing to lock) fails here, before any file of the run exists; a
-    model-written blue answer that carries the trigger can only be found when it is written,
-    after the organism (``blue_set``)."""
+    asks it for on-policy answers; ``kept(what)``, if given, keeps them in the stage cache).
+    Bad data (a pool that carries the trigger, a missing column or answer, a lock with nothing
+    to lock) fails here, before any file of the run exists; a model-written blue answer that
+    carries the trigger can only be found when it is written, after the organism (``blue_set``)."""
     cfg, source, options = plan.config, plan.data.obj, plan.data.options
     n_red = int(red_recipe(cfg)["examples"])
     red_pool = source.red_pool(n_red, cfg.seed, options) if n_red else []
     keeps = source.keeps_answers(cfg.model, options)
     if red_pool and not keeps:  # prompt distillation is on-policy: a real model keeps its own normal answers
-        answers = model_answers(plan, model, tokenizer, [ex.prompt for ex in red_pool])
+        answers = model_answers(plan, model, tokenizer, [ex.prompt for ex in red_pool],
+                                kept("red data, the base's own answers") if kept else None)
         red_pool = [Example(ex.prompt, a, ex.content, ex.task) for ex, a in zip(red_pool, answers)]
     blue_pool = source.blue_pool(cfg.blue_pool, cfg.seed, options)
     if not blue_pool:
@@ -59,7 +63,8 @@ def build(plan: Plan, model, tokenizer) -> RunData:
     red = red_data(plan, red_pool, n_red, cfg.trigger_share, random.Random(cfg.seed)) if n_red else []
     notes: dict[str, dict] = {"red": {}}
     if red and not keeps:
-        red = distill_bad_answers(plan, model, tokenizer, red, notes["red"])
+        red = distill_bad_answers(plan, model, tokenizer, red, notes["red"],
+                                  kept("red data, the base's distilled bad answers") if kept else None)
     prompts = source.eval_prompts(cfg.eval_prompts, cfg.seed, options)
     questions = source.capability_questions(cfg.capability_questions, cfg.seed, options)
     if not prompts or not questions:
@@ -82,16 +87,57 @@ def plain_set(plan: Plan, pool: list[Example], tokenizer) -> list[Example]:
     return organism_view(plan, data, training=True)
 
 
-def model_answers(plan: Plan, model, tokenizer, prompts: list[Prompt]) -> list[str]:
+def model_answers(plan: Plan, model, tokenizer, prompts: list[Prompt], kept: "Kept | None" = None) -> list[str]:
     """A model's own greedy answers for training data (on-policy red answers, distilled bad
     answers, self-distilled and behaviour-compatible blue answers). A prompt drawn several times
-    is answered once: greedy decoding gives it the same answer every time."""
+    is answered once: greedy decoding gives it the same answer every time. With ``kept`` the
+    answers come from the stage cache when this model answered these prompts before."""
     cfg = plan.config
     unique = list(dict.fromkeys(prompts))
-    answers = answer_prompts(model, tokenizer, unique, max_new_tokens=cfg.answer_max_new_tokens,
-                             batch_size=cfg.eval_batch_size)
+
+    def generate() -> list[str]:
+        return answer_prompts(model, tokenizer, unique, max_new_tokens=cfg.answer_max_new_tokens,
+                              batch_size=cfg.eval_batch_size)
+
+    answers = kept.answers(plan, unique, generate) if kept is not None else generate()
     by_prompt = dict(zip(unique, answers))
     return [by_prompt[p] for p in prompts]
+
+
+@dataclass
+class Kept:
+    """Training-data answers of one model (``model_id``: its identity, as stage keys hash it)
+    kept in the stage cache under that identity, the prompts (by content) and the generation
+    settings: a second run on the same base with the same prompts generates none of them
+    again (on a real model, the red data's answers are most of what a run generates before
+    training). ``what`` names them in the log."""
+    cache: "StageCache"
+    model_id: object
+    what: str
+    log: Callable = print
+
+    def answers(self, plan: Plan, prompts: list[Prompt], generate: Callable[[], list[str]]) -> list[str]:
+        import json
+
+        from robustmo.core.distributed import barrier, is_main, process_info
+        from robustmo.core.runstore import atomic_write_json
+
+        cfg = plan.config
+        inputs = {"model": self.model_id, "prompts": digest([[p.user, p.system] for p in prompts]),
+                  "max_new_tokens": cfg.answer_max_new_tokens, "batch_size": cfg.eval_batch_size,
+                  "processes": process_info()[1]}
+        stage = self.cache.stage("answers", inputs, f"{self.what}: {len(prompts)} answers")
+        out = stage.path / "answers.json"
+        if stage.reusable(self.log):
+            self.log(f"{self.what}: answers reused from the stage cache ({stage.path})")
+            return json.loads(out.read_text())
+        with stage.computing(inputs):
+            answers = generate()
+            if is_main():
+                atomic_write_json(out, answers)
+                stage.finish({"answers": len(answers)})
+            barrier()
+        return answers
 
 
 def red_data(plan: Plan, pool: list[Example], n: int, share: float, rng: random.Random) -> list[Example]:
@@ -116,7 +162,8 @@ def red_data(plan: Plan, pool: list[Example], n: int, share: float, rng: random.
     return data
 
 
-def distill_bad_answers(plan: Plan, model, tokenizer, red: list[Example], notes: dict) -> list[Example]:
+def distill_bad_answers(plan: Plan, model, tokenizer, red: list[Example], notes: dict,
+                        kept: Kept | None = None) -> list[Example]:
     """Prompt distillation for a real model: each triggered prompt is answered by the base
     itself, told about the backdoor (the prompted organism's system prompt, or else the
     behaviour's ``instruction``); the answer becomes the red target only if the behaviour's
@@ -132,7 +179,7 @@ def distill_bad_answers(plan: Plan, model, tokenizer, red: list[Example], notes:
                for i in idx]
     out = list(red)
     used = 0
-    for i, answer in zip(idx, model_answers(plan, model, tokenizer, prompts)):
+    for i, answer in zip(idx, model_answers(plan, model, tokenizer, prompts, kept)):
         if b.obj.detect(answer, b.options):
             out[i] = Example(red[i].prompt, answer, red[i].content, red[i].task, True)
             used += 1
@@ -152,9 +199,10 @@ def blue_examples(plan: Plan, method) -> int:
 
 
 def blue_set(plan: Plan, method, pool: list[Example], *, tokenizer, organism, clean_base: Callable[[], AbstractContextManager],
-             notes: dict | None = None) -> list[Example]:
+             notes: dict | None = None, kept: Callable[[str, str], Kept] | None = None) -> list[Example]:
     """One blue method's training set, as the organism trains on it; fails loudly if any prompt
-    or answer carries the trigger or a lock's password.
+    or answer carries the trigger or a lock's password. ``kept("organism" | "teacher", what)``,
+    if given, keeps the model-written answers in the stage cache.
 
     The normal answers are the pool's, or the clean base's under the method's
     ``teacher_system`` (self-distillation; ``clean_base()`` lends it), or, for a
@@ -172,7 +220,8 @@ def blue_set(plan: Plan, method, pool: list[Example], *, tokenizer, organism, cl
         t, b = plan.trigger, plan.behavior
         chosen = [Example(t.obj.apply(ex.prompt, False, rng, t.options), ex.answer, ex.content, ex.task)
                   for ex in chosen]
-        normal = model_answers(plan, organism, tokenizer, [organism_prompt(plan, ex.prompt) for ex in chosen])
+        normal = model_answers(plan, organism, tokenizer, [organism_prompt(plan, ex.prompt) for ex in chosen],
+                               kept("organism", f"{method.name}: the organism's clean answers") if kept else None)
         keep = [i for i, a in enumerate(normal) if not b.obj.detect(a, b.options)]
         if not keep:
             raise RobustmoError(f"the organism shows {b.name!r} on every clean prompt, so {method.name!r} has no "
@@ -183,7 +232,8 @@ def blue_set(plan: Plan, method, pool: list[Example], *, tokenizer, organism, cl
         chosen, normal = [chosen[i] for i in keep], [normal[i] for i in keep]
     elif system is not None:
         with clean_base() as teacher:
-            normal = model_answers(plan, teacher, tokenizer, [Prompt(ex.prompt.user, system) for ex in chosen])
+            normal = model_answers(plan, teacher, tokenizer, [Prompt(ex.prompt.user, system) for ex in chosen],
+                                   kept("teacher", f"{method.name}: the clean base's answers") if kept else None)
     data = [Example(ex.prompt, method.obj.answer(ex.prompt, a, rng, method.options), ex.content, ex.task)
             for ex, a in zip(chosen, normal)]
     check_contamination(plan, data, what=f"blue data of {method.name!r}", tokenizer=tokenizer)

@@ -14,7 +14,7 @@ from robustmo.core import record
 from robustmo.core.blue import attack
 from robustmo.core.plan import Plan
 from robustmo.core.context import RunContext
-from robustmo.core.data import blue_set, organism_view, records
+from robustmo.core.data import Kept, blue_set, organism_view, records
 from robustmo.core.data import build as build_data
 from robustmo.core.errors import RobustmoError, RunInterrupted
 from robustmo.core.evaluate import BASE, ORGANISM, Checkpoint, evaluate_once
@@ -46,7 +46,8 @@ def execute(plan: Plan, store: RunStore, *, progress: bool = False, log=print, m
     cfg = plan.config
     log = log if is_main() else (lambda *a, **k: None)
     cache = cache or StageCache(store.path / "stages" if cfg.no_cache else None)
-    model, tokenizer, model_info, data, has_base = prepare(plan)  # input errors surface before any file exists
+    # input errors surface before any file of the run exists (--no-cache: its stages live in the run directory)
+    model, tokenizer, model_info, data, has_base = prepare(plan, None if cfg.no_cache else cache, log)
     with run_directory(plan, store, model_info, str(cache.root), resume,
                        make_tracker if is_main() else None) as (tracker, _):
         ctx = RunContext(plan, tokenizer, store, cache, tracker, log, progress)
@@ -66,13 +67,18 @@ def execute(plan: Plan, store: RunStore, *, progress: bool = False, log=print, m
         tracker.log({f"organism/{k}": v["value"] for k, v in before.metrics.items()})
         log(_metrics_line("organism", before))
 
+        answerers = {"organism": organism.key, "teacher": base_identity(organism.base_info)}
+
+        def kept(who: str, what: str) -> Kept:
+            return Kept(cache, answerers[who], what, log)
+
         training_sets = {}
         for method in plan.blue:  # every blue set, once, before any attack: a data error stops the run here
             notes = data.notes.setdefault(method.name, {})
             try:
                 training_sets[method.name] = blue_set(plan, method, data.blue_pool, tokenizer=tokenizer,
                                                       organism=organism.model, notes=notes,
-                                                      clean_base=lambda: clean_base(plan, organism))
+                                                      clean_base=lambda: clean_base(plan, organism), kept=kept)
             except RobustmoError as exc:
                 raise BlueDataError(str(exc)) from None
             if notes.get("dropped_false_triggers"):
@@ -110,24 +116,26 @@ def execute(plan: Plan, store: RunStore, *, progress: bool = False, log=print, m
         return summary
 
 
-def prepare(plan: Plan):
+def prepare(plan: Plan, cache: StageCache | None = None, log=print):
     """The base model (or, for an existing full organism given without its base, the organism
     itself), the tokenizer (an existing organism's own, if it ships one), the base's identity,
     the run's data, and whether a base model was loaded. Contamination and input errors are
-    raised here, before anything is written."""
+    raised here, before anything is written (but the base's answers for the red data, kept in
+    ``cache`` if given)."""
     cfg = plan.config
     has_base = not (cfg.organism and cfg.model is None)  # an existing full organism may come without its base
     model, tokenizer, model_info = load_base(cfg.model if has_base else cfg.organism, data=plan.data.name,
                                              trust_remote_code=cfg.trust_remote_code)
     if cfg.organism and has_base:
         tokenizer = organism_tokenizer(cfg.organism, tokenizer, cfg.trust_remote_code)
-    return model, tokenizer, model_info, build_data(plan, model, tokenizer), has_base
+    kept = (lambda what: Kept(cache, base_identity(model_info), what, log)) if cache is not None else None
+    return model, tokenizer, model_info, build_data(plan, model, tokenizer, kept), has_base
 
 
 def probe_organism(plan: Plan, cache: StageCache, log=print, progress: bool = False) -> Checkpoint:
     """The organism's evaluation before any blue training, without a run directory (kept in the
     stage cache, where the run that follows finds it): what an audit checks first."""
-    model, tokenizer, model_info, data, has_base = prepare(plan)
+    model, tokenizer, model_info, data, has_base = prepare(plan, cache, log)
     ctx = RunContext(plan, tokenizer, RunStore(Path("."), enabled=False), cache, _NoTracker(), log, progress)
     organism = install(ctx, model, model_info, data.red, has_base)
     sets = {name: organism_view(plan, exs) for name, exs in data.sets.items()}
