@@ -9,9 +9,9 @@ What is sharded is the *training*: a ``Training`` trains a sharded copy of its m
 the weights, gradients and AdamW moments are split across the processes. The model the
 caller passed stays whole on every process and gets the trained weights back (gathered)
 before each evaluation, each checkpoint and at the end, so saved organisms, evaluation
-and blue runs' copies of the organism see an ordinary model. The cost is one whole copy
-of the weights per process; the saving is the gradients and the optimizer (12 of the 16
-bytes per trained float32 parameter) divided by the number of processes.
+and blue runs' copies of the organism see an ordinary model. Per process that is the whole
+weights (4 bytes per float32 parameter) plus 16 / N bytes per trained parameter for the
+shards of the weights, their gradients and AdamW's two moments, against 16 under DDP.
 """
 
 from __future__ import annotations
