@@ -117,26 +117,16 @@ class Kept:
     log: Callable = print
 
     def answers(self, plan: Plan, prompts: list[Prompt], generate: Callable[[], list[str]]) -> list[str]:
-        import json
-
-        from robustmo.core.distributed import barrier, is_main, process_info
-        from robustmo.core.runstore import atomic_write_json
+        from robustmo.core.distributed import process_info
 
         cfg = plan.config
         inputs = {"model": self.model_id, "prompts": digest([[p.user, p.system] for p in prompts]),
                   "max_new_tokens": cfg.answer_max_new_tokens, "batch_size": cfg.eval_batch_size,
                   "processes": process_info()[1]}
         stage = self.cache.stage("answers", inputs, f"{self.what}: {len(prompts)} answers")
-        out = stage.path / "answers.json"
-        if stage.reusable(self.log):
+        answers, reused = stage.json_once(inputs, "answers.json", generate, self.log)
+        if reused:
             self.log(f"{self.what}: answers reused from the stage cache ({stage.path})")
-            return json.loads(out.read_text())
-        with stage.computing(inputs):
-            answers = generate()
-            if is_main():
-                atomic_write_json(out, answers)
-                stage.finish({"answers": len(answers)})
-            barrier()
         return answers
 
 

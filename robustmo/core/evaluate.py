@@ -5,7 +5,6 @@ the stage cache, so the cells of a sweep evaluate each once."""
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -211,8 +210,7 @@ def eval_digest(plan: Plan, sets: dict[str, list[Example]]) -> str:
 def evaluate_once(ctx: "RunContext", model, sets: dict[str, list[Example]], where: dict, model_id) -> Checkpoint:
     """``evaluate``, kept in the stage cache under the model's identity (``model_id``), the
     evaluation protocol and what scores it."""
-    from robustmo.core.distributed import barrier, is_main, process_info
-    from robustmo.core.runstore import atomic_write_json
+    from robustmo.core.distributed import process_info
 
     plan = ctx.plan
     inputs = {"model": model_id, "eval": eval_digest(plan, sets), "where": where, "processes": process_info()[1],
@@ -220,14 +218,7 @@ def evaluate_once(ctx: "RunContext", model, sets: dict[str, list[Example]], wher
                                                                                 ("behavior", plan.behavior))},
               "plugins": plan.plugin_versions()}
     stage = ctx.cache.stage("eval", inputs, f"evaluation of the {where['method']}, {sum(map(len, sets.values()))} prompts")
-    out = stage.path / "eval.json"
-    if stage.reusable(ctx.log):
+    kept, reused = stage.json_once(inputs, "eval.json", lambda: evaluate(ctx, model, sets, where).to_json(), ctx.log)
+    if reused:
         ctx.log(f"{where['method']}: evaluation reused from the stage cache ({stage.path})")
-        return Checkpoint.from_json(json.loads(out.read_text()))
-    with stage.computing(inputs):
-        ck = evaluate(ctx, model, sets, where)
-        if is_main():
-            atomic_write_json(out, ck.to_json())
-            stage.finish({})
-        barrier()
-    return ck
+    return Checkpoint.from_json(kept)

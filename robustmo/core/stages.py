@@ -240,6 +240,24 @@ class Stage:
         finally:
             self.release()
 
+    def json_once(self, inputs: dict, name: str, compute, log) -> tuple[Any, bool]:
+        """The JSON value this stage keeps in file ``name``, and whether it was reused: read back
+        when the stage is complete and intact; else ``compute()`` on every process (under
+        ``accelerate launch`` they compute it together), written by the main one, and the stage
+        marked complete."""
+        from robustmo.core.distributed import barrier, is_main
+
+        out = self.path / name
+        if self.reusable(log):
+            return json.loads(out.read_text()), True
+        with self.computing(inputs):
+            value = compute()
+            if is_main():
+                atomic_write_json(out, value)
+                self.finish({})
+            barrier()
+        return value, False
+
     def set_aside(self) -> Path:
         """Move a corrupt stage out of the way (kept for inspection, never deleted silently)."""
         aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
