@@ -195,22 +195,30 @@ def test_sharded_checkpoints_resume_to_the_weights_of_one_uninterrupted_process(
                 assert float((a[k].double() - b[k].double()).abs().max()) <= 1e-3 * float(b[k].abs().max()) + 1e-9, k
 
 
-@pytest.mark.parametrize("env, wanted", [({"ACCELERATE_USE_DEEPSPEED": "true"}, "asks for DeepSpeed"),
-                                         ({"ACCELERATE_USE_FSDP": "true", "FSDP_OFFLOAD_PARAMS": "true"},
-                                          "fsdp_offload_params: true")])
-def test_deepspeed_and_fsdp_offload_are_refused_in_one_line_before_anything_is_written(env, wanted, tmp_path,
-                                                                                     monkeypatch):
+@pytest.mark.parametrize("env, wanted, before_plan", [
+    ({"ACCELERATE_USE_DEEPSPEED": "true"}, "asks for DeepSpeed", True),
+    ({"ACCELERATE_USE_FSDP": "true", "FSDP_OFFLOAD_PARAMS": "true"}, "fsdp_offload_params: true", True),
+    # known once the model has loaded: after the plan is printed, before any file of the run
+    ({"ACCELERATE_USE_FSDP": "true", "FSDP_TRANSFORMER_CLS_TO_WRAP": "FooLayer"}, "no module of class FooLayer", False)])
+def test_fsdp_settings_robustmo_cannot_honour_are_refused_in_one_line_before_anything_is_written(
+        env, wanted, before_plan, toy_base, tmp_path, monkeypatch):
     from robustmo.core import sharding
 
-    monkeypatch.setattr(sharding, "_read", False)  # read this launch's settings afresh
+    # this launch's settings read afresh; both put back afterwards, so later tests read their own (unsharded) ones
+    monkeypatch.setattr(sharding, "_read", False)
+    monkeypatch.setattr(sharding, "_settings", None)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     out = tmp_path / "run"
-    result = CliRunner().invoke(cli, [*RUN, "--out", str(out)])
+    result = CliRunner().invoke(cli, [*RUN, "--model", str(toy_base), "--out", str(out)])
     assert result.exit_code == 2, result.output
-    assert wanted in result.output and len(result.output.strip().splitlines()) == 1, result.output
+    lines = result.output.strip().splitlines()
+    errors = [line for line in lines if line.startswith("Error:")]
+    assert len(errors) == 1 and wanted in errors[0] and errors[0] == lines[-1], result.output
+    assert "Traceback" not in result.output
+    if before_plan:
+        assert len(lines) == 1, result.output
     assert not out.exists()
-    monkeypatch.setattr(sharding, "_read", False)  # the next test reads its own (unsharded) settings
 
 
 @pytest.mark.slow

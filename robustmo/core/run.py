@@ -10,7 +10,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from robustmo.core import record
+from robustmo.core import record, sharding
 from robustmo.core.blue import attack
 from robustmo.core.plan import Plan
 from robustmo.core.context import RunContext
@@ -128,6 +128,7 @@ def prepare(plan: Plan, cache: StageCache | None = None, log=print):
                                              trust_remote_code=cfg.trust_remote_code)
     if cfg.organism and has_base:
         tokenizer = organism_tokenizer(cfg.organism, tokenizer, cfg.trust_remote_code)
+    sharding.check(model)
     kept = (lambda what: Kept(cache, base_identity(model_info), what, log)) if cache is not None else None
     return model, tokenizer, model_info, build_data(plan, model, tokenizer, kept), has_base
 

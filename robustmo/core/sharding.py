@@ -73,6 +73,14 @@ def _units(model, names: list[str]) -> list:
     return units
 
 
+def check(model) -> None:
+    """Under an FSDP config, that ``model`` has the layers to shard: one line before any file
+    of the run is written, rather than at its first training."""
+    options = settings()
+    if options:
+        _units(model, options["layers"])
+
+
 def sharded_copy(model, options: dict):
     """A copy of ``model`` sharded across this launch's processes (``fully_shard`` on each unit,
     then on the whole)."""
