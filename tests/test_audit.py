@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -209,6 +211,7 @@ def test_bad_audits_fail_in_one_line_and_write_nothing(lora_organism, tmp_path):
         (["--organism", str(lora_organism), "--behavior", "nosuch"], "unknown behavior"),
         (["--organism", str(lora_organism), "--opt", "blue.pirate.steps=2"], "belong in the preset"),
         (["--organism", str(lora_organism), "--seeds", "0,x"], "--seeds 0,x"),
+        (["--organism", str(lora_organism), "--workers", "0"], "'--workers': 0 is not in the range"),
         ([], "needs --organism"),
     ]
     for args, message in cases:
@@ -217,6 +220,67 @@ def test_bad_audits_fail_in_one_line_and_write_nothing(lora_organism, tmp_path):
         assert message in result.output.lower() or message in result.output, (args, result.output)
         assert result.output.count("\n") == 1 and "Traceback" not in result.output
         assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_an_audit_on_two_workers_survives_ctrl_c_and_ends_like_one_run_after_another(lora_organism, tmp_path,
+                                                                                     monkeypatch):
+    """The battery's runs side by side in two worker processes (one torch thread each), Ctrl-C
+    while both train, then --resume: the same numbers as the audit run one method after another
+    in this process (2 threads), each audit with its own empty stage cache."""
+    battery = preset(tmp_path / "battery.yaml", [
+        {"name": "pirate", "blue": "pirate", "options": {"steps": 8}, "run": {"lr": [1e-2]}},
+        {"name": "qa", "blue": "qa", "options": {"steps": 8}}])
+    args = ["audit", "--organism", str(lora_organism), "--preset", str(battery), "--wandb", "disabled"]
+    monkeypatch.setenv("ROBUSTMO_CACHE", str(tmp_path / "one-cache"))
+    reference = tmp_path / "one"
+    one = CliRunner().invoke(cli, [*args, "--workers", "1", "--out", str(reference)], terminal_width=200)
+    assert one.exit_code == 0, one.output + repr(one.exception)
+    assert "worker processes" not in one.output and "audit: qa: done in" in one.output
+    out, cache = tmp_path / "two", tmp_path / "two-cache"
+    env = {**os.environ, "ROBUSTMO_CACHE": str(cache)}
+    proc = subprocess.Popen([sys.executable, "-m", "robustmo", *args, "--workers", "2", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 600
+    while len(list(cache.glob("stages/blue-*/train/latest.json"))) < 2:  # both methods are training
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)  # to the driver alone: it passes Ctrl-C on to the workers
+    stdout, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert "2 runs on 2 worker processes side by side, 1 torch thread each" in stdout
+    assert f"robustmo audit --resume {out}" in err and "Traceback" not in err + stdout
+    for name in ("pirate", "qa"):  # each stopped at a checkpoint, resumable
+        assert json.loads((out / "methods" / name / "manifest.json").read_text())["status"] == "interrupted"
+    again = subprocess.run([sys.executable, "-m", "robustmo", "audit", "--resume", str(out)], capture_output=True,
+                           text=True, env=env, timeout=900)
+    assert again.returncode == 0, again.stderr
+    assert "audit: pirate: resuming" in again.stdout and "audit: qa: resuming" in again.stdout
+    assert "worker processes side by side" in again.stdout  # auto: one per core of this 2-core machine
+    page, ref = (json.loads((d / "audit.json").read_text()) for d in (out, reference))
+    assert page["status"] == "complete" and page["order"] == ["pirate", "qa"]
+    for name in ("pirate", "qa"):
+        for key in ("auc", "auc_ci", "removal_at_10", "removal_at_10_ci", "verdict"):
+            assert page["methods"][name][key] == ref["methods"][name][key], (name, key)
+    assert page["verdict"] == ref["verdict"]
+
+
+def test_auto_workers_are_one_per_core_for_the_runs_there_are_and_fit_in_memory():
+    from robustmo.core.workers import check_workers, plan_workers, usable_cpus
+    from robustmo.core.errors import RobustmoError
+
+    import torch
+
+    cpus = usable_cpus()
+    assert plan_workers(None, 1) == (1, None)  # one run: in this process, as before
+    assert plan_workers(1, 5) == (1, None)
+    if cpus > 1 and not torch.cuda.is_available():  # a CPU machine: one worker per core, their threads sharing the cores
+        assert plan_workers(None, 5) == (min(cpus, 5), cpus // min(cpus, 5))
+        assert plan_workers(None, 2) == (2, cpus // 2)
+    assert plan_workers(None, 5, per_worker_bytes=10 ** 15) == (1, None)  # a petabyte each: none fits beside another
+    assert plan_workers(3, 5)[0] == 3  # asked for: as many as asked
+    with pytest.raises(RobustmoError, match="give 1 or more"):
+        check_workers(0)
 
 
 def test_the_default_preset_is_the_documented_battery():

@@ -51,9 +51,14 @@ suppression check after every removal; seeds 0, 1, 2. The verdict page is
 @click.option("--wandb", type=click.Choice(["offline", "online", "disabled"]), default=None,
               help="Weights & Biases logging.  [default: $WANDB_MODE, else offline]")
 @click.option("--no-cache", is_flag=True, help="Neither reuse nor share cached stages.")
+@click.option("--workers", default=None, type=click.IntRange(min=1), metavar="N",
+              help="How many of the battery's runs go side by side, each in a worker process on its share of the "
+              "cores (1: one after another in this process; also with --resume).  [default: auto: one per core on "
+              "a CPU machine, bounded by memory; 1 with a GPU or under accelerate launch]")
 @click.option("--resume", "resume_dir", default=None, type=click.Path(file_okay=False), metavar="DIR",
               help="Continue an interrupted audit from its directory, with its saved configuration.")
-def audit(organism, trigger, behavior, lock, base, data, preset, seeds, opts, out, wandb, no_cache, resume_dir):
+def audit(organism, trigger, behavior, lock, base, data, preset, seeds, opts, out, wandb, no_cache, workers,
+          resume_dir):
     """Run the standard fragility battery against an existing model organism and say, in
     plain words and with intervals, whether its behaviour survives untargeted training.
 
@@ -71,11 +76,11 @@ def audit(organism, trigger, behavior, lock, base, data, preset, seeds, opts, ou
     log = _console_log()
     if resume_dir:
         params = click.get_current_context().params
-        given = [f"--{k.replace('_', '-')}" for k, v in params.items() if k != "resume_dir" and v not in (None, (), False)
+        given = [f"--{k.replace('_', '-')}" for k, v in params.items() if k not in ("resume_dir", "workers") and v not in (None, (), False)
                  and click.get_current_context().get_parameter_source(k).name != "DEFAULT"]
         if given:
             raise RobustmoError(f"--resume continues an audit with its saved configuration; drop {', '.join(given)}")
-        _show(api.resume_audit(Path(resume_dir), log=log))
+        _show(api.resume_audit(Path(resume_dir), workers=workers, log=log))
         return
     if not organism:
         raise RobustmoError("robustmo audit needs --organism PATH|ID (or --resume DIR); see 'robustmo audit --help'")
@@ -86,7 +91,8 @@ def audit(organism, trigger, behavior, lock, base, data, preset, seeds, opts, ou
         except ValueError:
             raise RobustmoError(f"--seeds {seeds}: expected numbers separated by commas, e.g. --seeds 0,1,2") from None
     _show(api.audit(organism, trigger=trigger, behavior=behavior, lock=lock, base=base, data=data, preset=preset,
-                    seeds=seed_list, opts=list(opts), directory=out, wandb=wandb, no_cache=no_cache, log=log))
+                    seeds=seed_list, opts=list(opts), directory=out, wandb=wandb, no_cache=no_cache,
+                    workers=workers, log=log))
 
 
 def _console_log():

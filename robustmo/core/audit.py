@@ -315,10 +315,11 @@ def references(summary: dict, methods: dict[str, dict]) -> list[str]:
 # --------------------------------------------------------------------------- running it
 def execute_audit(audit: AuditConfig, plans: list[Entry], store: RunStore, resume: bool, registry,
                   run_one: Callable[[Plan, Path, bool], record.Run], log=print, progress: bool = False,
-                  make_tracker=None) -> dict:
+                  make_tracker=None, run_in_worker: Callable[[RunConfig, str, bool], None] | None = None,
+                  workers: int | None = None) -> dict:
     """Probe the organism, run every battery method and the LR check (``plans``, from
-    ``audit_plans``: each complete one reused, an unfinished one resumed) and write the verdict
-    page; return audit.json's content."""
+    ``audit_plans``: each complete one reused, an unfinished one resumed; see ``run_battery``)
+    and write the verdict page; return audit.json's content."""
     from robustmo.core.run import probe_organism, run_directory
     from robustmo.core.stages import StageCache
 
@@ -339,14 +340,7 @@ def execute_audit(audit: AuditConfig, plans: list[Entry], store: RunStore, resum
         probe_plan = resolve_plan(first.config.model_copy(update={"seed": seeds[0], "seeds": []}), registry)
         probe = probe_organism(probe_plan, cache, log=log, progress=progress).metrics
         reason = undefined_reason(probe, probe_plan)
-        runs: dict[str, record.Run] = {}
-        if reason is None:
-            for entry in plans:
-                name = entry.method.name
-                sub = store.path / "methods" / name
-                runs[name] = record.reuse_or_run(
-                    sub, f"audit: {name}", lambda resume, e=entry, d=sub: run_one(e.plan, d, resume), log,
-                    doing=f" the LR check of {entry.checks}" if entry.checks else "")
+        runs = run_battery(plans, store.path, run_one, run_in_worker, workers, log) if reason is None else {}
         result = audit_result(audit, plans, runs, probe, reason)
         result.update(config=shared.config.model_dump(), seconds=round(time.time() - started, 1))
         write_audit(store, result)
@@ -355,6 +349,47 @@ def execute_audit(audit: AuditConfig, plans: list[Entry], store: RunStore, resum
         manifest.model = next(iter(runs.values())).manifest.model if runs and next(iter(runs.values())).manifest \
             else {}
     return result
+
+
+def run_battery(plans: list[Entry], path: Path, run_one: Callable[[Plan, Path, bool], record.Run],
+                run_in_worker: Callable[[RunConfig, str, bool], None] | None, workers: int | None,
+                log) -> dict[str, record.Run]:
+    """Every entry's run in ``path/methods/<name>``: a complete one reused, the others run here
+    one after another (``run_one``), or side by side in worker processes (``run_in_worker``, a
+    module-level function) when ``plan_workers`` gives more than one (``workers``: --workers,
+    None for auto). In workers the LR check goes first: it is the battery's longest run."""
+    from robustmo.core.workers import Job, WorkerPool, plan_workers, process_memory
+
+    runs: dict[str, record.Run] = {}
+    todo = []
+    for entry in plans:
+        sub = path / "methods" / entry.method.name
+        done, resume = record.reused_run(sub, f"audit: {entry.method.name}", log)
+        if done is not None:
+            runs[entry.method.name] = done
+        else:
+            todo.append((entry, sub, resume))
+    count, threads = plan_workers(workers, len(todo), 2 * process_memory()) if run_in_worker else (1, None)
+    if count == 1:
+        for entry, sub, resume in todo:
+            log(record.starting_line(sub, f"audit: {entry.method.name}", resume, _doing(entry)))
+            began = time.perf_counter()
+            runs[entry.method.name] = run_one(entry.plan, sub, resume)
+            log(f"audit: {entry.method.name}: done in {time.perf_counter() - began:.1f} s")
+    else:
+        todo.sort(key=lambda t: t[0].checks is None)  # the LR check first, then the battery's order
+        log(f"audit: {len(todo)} runs on {count} worker processes side by side, {threads} torch "
+            f"thread{'s' if threads > 1 else ''} each (--workers)")
+        WorkerPool(count, threads, log).run([
+            Job(f"audit: {e.method.name}", run_in_worker, (e.plan.config, str(sub), resume),
+                record.starting_line(sub, f"audit: {e.method.name}", resume, _doing(e))) for e, sub, resume in todo])
+        for entry, sub, _ in todo:
+            runs[entry.method.name] = record.load_run(sub)
+    return {e.method.name: runs[e.method.name] for e in plans}
+
+
+def _doing(entry: Entry) -> str:
+    return f" the LR check of {entry.checks}" if entry.checks else ""
 
 
 def audit_result(audit: AuditConfig, plans: list[Entry], runs: dict[str, record.Run], probe: dict,

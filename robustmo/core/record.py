@@ -407,14 +407,27 @@ def reuse_or_run(sub: Path, label: str, run, log, doing: str = "") -> "Run":
     """A run inside another (a seed's, an audit method's): read back when complete, resumed when
     unfinished, started when pending (``run(resume)``); a corrupt one stops in one line.
     ``label`` starts every line said of it; ``doing`` says what running it does."""
+    done, resume = reused_run(sub, label, log)
+    if done is not None:
+        return done
+    log(starting_line(sub, label, resume, doing))
+    return run(resume)
+
+
+def reused_run(sub: Path, label: str, log) -> tuple["Run | None", bool]:
+    """``reuse_or_run``'s look at ``sub`` before running: (the run, read back when complete,
+    else None; whether running it resumes it). A corrupt one stops in one line."""
     state = run_state(sub)
     if state == "complete":
         log(f"{label}: complete, reused ({sub})")
-        return load_run(sub)
+        return load_run(sub), False
     if state == "corrupt":
         raise RobustmoError(f"{label}: {sub} is unreadable; remove that directory to run it again")
-    log(f"{label}: {'resuming' if state != 'pending' else 'running'}{doing} ({sub})")
-    return run(state != "pending")
+    return None, state != "pending"
+
+
+def starting_line(sub: Path, label: str, resume: bool, doing: str = "") -> str:
+    return f"{label}: {'resuming' if resume else 'running'}{doing} ({sub})"
 
 
 def load_run_config(run_dir: Path):
