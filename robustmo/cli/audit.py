@@ -76,7 +76,8 @@ def audit(organism, trigger, behavior, lock, base, data, preset, seeds, opts, ou
     log = _console_log()
     if resume_dir:
         params = click.get_current_context().params
-        given = [f"--{k.replace('_', '-')}" for k, v in params.items() if k not in ("resume_dir", "workers") and v not in (None, (), False)
+        given = [f"--{k.replace('_', '-')}" for k, v in params.items()  # --workers does not change what is measured
+                 if k not in ("resume_dir", "workers") and v not in (None, (), False)
                  and click.get_current_context().get_parameter_source(k).name != "DEFAULT"]
         if given:
             raise RobustmoError(f"--resume continues an audit with its saved configuration; drop {', '.join(given)}")
