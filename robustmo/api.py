@@ -361,11 +361,8 @@ def _audit(cfg, path: Path | None, resume: bool | None, progress: bool, log, wor
     quiet_libraries()
     say = log or print
 
-    def one(plan: Plan, sub: Path, resume_it: bool) -> Run:
-        try:
-            return _execute(plan, sub, resume_it, progress, say)
-        except RunInterrupted:
-            raise RunInterrupted(f"interrupted; the audit is resumable: robustmo audit --resume {path}") from None
+    def one(plan: Plan, sub: Path, resume_it: bool) -> Run:  # its RunInterrupted is reworded below
+        return _execute(plan, sub, resume_it, progress, say)
 
     def tracker(p):
         return Tracker(resolve_mode(cfg.wandb), p, path.name, cfg.model_dump(), group=f"audit:{path.name}"[:128],
@@ -374,7 +371,7 @@ def _audit(cfg, path: Path | None, resume: bool | None, progress: bool, log, wor
     try:
         execute_audit(cfg, plans, store, resume, registry, one, say, progress, make_tracker=tracker,
                       run_in_worker=_audit_entry, workers=workers)
-    except (KeyboardInterrupt, RunInterrupted):  # here, or in a worker
+    except (KeyboardInterrupt, RunInterrupted):  # here, in a method's run, or in a worker
         raise RunInterrupted(f"interrupted; the audit is resumable: robustmo audit --resume {path}") from None
     except OSError as exc:
         raise RobustmoError(f"cannot read or write {exc.filename or path}: {exc.strerror or exc}; completed methods "

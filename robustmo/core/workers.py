@@ -47,8 +47,7 @@ def plan_workers(requested: int | None, jobs: int, per_worker_bytes: int | None 
     ``per_worker_bytes`` each."""
     from robustmo.core.distributed import process_info
 
-    check_workers(requested)
-    if process_info()[1] > 1:
+    if process_info()[1] > 1:  # --workers was checked against that first (check_workers)
         return 1, None
     cpus = usable_cpus()
     if requested is None:
