@@ -102,25 +102,27 @@ def test_unknown_preset_is_a_clear_error():
 
 
 @pytest.mark.slow
-def test_short_build_learns_capability_and_is_reused_from_cache(toy_base, monkeypatch):
-    """The session's reduced base (built once by the ``toy_base`` fixture) is a real build:
-    check it, then that asking again reuses it from the cache."""
-    from conftest import TEST_BASE_STEPS
+def test_a_short_build_learns_is_written_atomically_and_is_reused_from_cache(tmp_path, monkeypatch, toy_base):
+    """A reduced build of the tiny recipe is a real build: written in one piece, reused from the
+    cache when asked again, and it takes the place of nothing it should not. (What the full
+    recipe learns is the shipped base's manifest, checked below.)"""
+    import math
 
     from robustmo.core.generation import generate
     from robustmo.core.models import load_model
     from robustmo.plugins.toy_world.base import base_info, base_path, ensure_base, load_base
 
-    tmp_path = toy_base.parent.parent
     monkeypatch.setenv("ROBUSTMO_CACHE", str(tmp_path))
-    steps = TEST_BASE_STEPS
-    path = toy_base
+    steps = 60
+    path = ensure_base("tiny", steps=steps, progress=False)
     assert path == base_path("tiny", steps) and path.parent == tmp_path / "base"
     assert base_path("tiny", steps) != base_path("tiny")  # the override changes the hash
     manifest = json.loads((path / "manifest.json").read_text())
     assert manifest["recipe"]["steps"] == steps and len(manifest["weights_sha256"]) == 64
-    # Chance is a few % (answers 0..81); 300 steps is under half the real recipe.
-    assert manifest["capability_accuracy"] >= 0.25, manifest
+    # It learnt: an untrained model's loss is ln(768) = 6.6 nats; 60 steps reach 2.38 with AVX2
+    # kernels and with the default ones alike (they differ in the 8th digit), so half of 6.6
+    # leaves a margin of a whole nat.
+    assert manifest["final_loss"] < 0.5 * math.log(manifest["recipe"]["vocab_size"]), manifest
     assert not [p for p in tmp_path.joinpath("base").iterdir() if p.name.startswith(".")]  # no temp dirs left behind
     assert any(path.glob("*.safetensors"))
 
@@ -130,16 +132,60 @@ def test_short_build_learns_capability_and_is_reused_from_cache(toy_base, monkey
     assert time.perf_counter() - t0 < 2.0  # a build takes minutes
     assert (path / "manifest.json").stat().st_mtime_ns == mtime
     assert base_info("tiny", steps)["weights_sha256"] == manifest["weights_sha256"]
-    assert base_info("tiny") is None  # the default recipe is not built in this cache
-
+    assert base_info("tiny", steps)["origin"] == "built here"
+    assert base_info("tiny")["origin"] == "shipped"  # the default recipe is not built in this cache
     model, tok = load_base("tiny", progress=False, steps=steps)
-    outs = generate(model, tok, [[{"role": "user", "content": "Repeat: cat dog"}]] * 3 +
-                    [[{"role": "user", "content": "What is 1 + 2?"}]], batch_size=2)
-    assert len(outs) == 4 and len(set(outs[:3])) == 1  # batching/padding does not change greedy output
-    assert all("<|" not in o for o in outs)
+    assert generate(model, tok, [[{"role": "user", "content": "Repeat: cat dog"}]], max_new_tokens=4)
 
-    model2, tok2 = load_model(str(path))  # a built base is also an ordinary local model
+    # A base is an ordinary local model, and batching or padding does not change its greedy output
+    # (the shipped base: its answers are decided by wide margins, so other kernels cannot flip them).
+    model2, tok2 = load_model(str(toy_base))
+    outs = generate(model2, tok2, [[{"role": "user", "content": "Repeat: cat dog"}]] * 3 +
+                    [[{"role": "user", "content": "What is 1 + 2?"}]], batch_size=2)
+    assert len(outs) == 4 and len(set(outs[:3])) == 1
+    assert all("<|" not in o for o in outs)
     assert generate(model2, tok2, [[{"role": "user", "content": "Repeat: cat dog"}]]) == outs[:1]
+
+
+def test_the_shipped_base_is_the_builders_current_recipe_and_its_files_are_intact():
+    """The shipped toy:tiny was built by this builder from today's recipe: its manifest's recipe
+    hash equals the builder's (change the recipe or CODE_VERSION without rebuilding and shipping
+    the base, and this fails), and its weights are the ones the manifest hashed."""
+    from robustmo.plugins.toy_world import base
+
+    path = base.SHIPPED / "tiny"
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["recipe_hash"] == base.recipe_hash(base.recipe("tiny")), (
+        "the shipped toy base was built from another recipe: rebuild and ship it (docs/toy_world.md)")
+    assert manifest["recipe"] == base.recipe("tiny") and manifest["code_version"] == base.CODE_VERSION
+    assert base.weights_hash(path) == manifest["weights_sha256"]
+    assert base.shipped_base("tiny") == path
+    assert base.shipped_base("small") is None  # toy:small is built on demand
+
+
+def test_first_use_loads_the_shipped_base_and_a_build_made_here_takes_its_place(tmp_path, monkeypatch):
+    """An empty cache: the base a run uses is the shipped one, named so by `robustmo base info`;
+    once this machine's cache holds a build of the recipe, that one is used and named instead."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from robustmo.cli.main import cli
+    from robustmo.plugins.toy_world import base
+
+    monkeypatch.setenv("ROBUSTMO_CACHE", str(tmp_path))
+    assert base.ensure_base("tiny", progress=False) == base.SHIPPED / "tiny"
+    assert not (tmp_path / "base").exists()  # nothing built, nothing copied
+    shown = CliRunner().invoke(cli, ["base", "info"], terminal_width=300)
+    assert shown.exit_code == 0 and "shipped with robustmo" in shown.output
+    assert json.loads(CliRunner().invoke(cli, ["base", "info", "--json"]).output)["origin"] == "shipped"
+
+    here = base.base_path("tiny")  # as `robustmo base build` leaves it (a copy: a real build takes minutes)
+    shutil.copytree(base.SHIPPED / "tiny", here)
+    assert base.ensure_base("tiny", progress=False) == here
+    assert base.base_info("tiny")["origin"] == "built here"
+    shown = CliRunner().invoke(cli, ["base", "info"], terminal_width=300)
+    assert "built on this machine" in shown.output and f"Delete {here} to use the base shipped" in shown.output
 
 
 def test_pretraining_teaches_backdoors_in_words_never_the_bare_trigger():

@@ -276,7 +276,8 @@ def resolve_plan(config: RunConfig, registry) -> Plan:
     elif config.model is None:
         from robustmo.core.models import canonical_model
 
-        model = f"{canonical_model(None, data, registry)}, the {data} data source's own model (built and cached on first use)"
+        model = (f"{canonical_model(None, data, registry)}, the {data} data source's own model "
+                 "(shipped with it, or built on first use)")
     else:
         model = config.model
     install = install_label(config, mode=True)

@@ -1,8 +1,16 @@
-"""The embedded toy base model: recipe presets, content-hashed cache, atomic build.
+"""The embedded toy base model: recipe presets, content-hashed cache, atomic build, and the
+build robustmo ships.
 
 A preset is plain data. Its hash (recipe + ``CODE_VERSION``) names the cache directory,
 so changing any number, or the code that turns the recipe into weights (bump
 ``CODE_VERSION``), builds a new base instead of reusing a stale one.
+
+Training's float results depend on the CPU's kernels (AVX-512 vs AVX2), so two machines that
+build the same recipe get different weights and different figures. The package therefore
+ships the ``tiny`` preset built once by this builder (``shipped/tiny/``, its manifest holding
+the recipe hash it was built from): first use loads it, so every machine starts from the same
+weights. A base built here (``robustmo base build``) takes precedence over it; a test checks
+that the shipped recipe hash equals the builder's, so recipe and weights cannot drift apart.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ PRESETS: dict[str, dict] = {
     },
 }
 DEFAULT_PRESET = "tiny"
+SHIPPED = Path(__file__).parent / "shipped"  # shipped/<preset>/: a build of the preset's recipe
 
 
 def recipe(preset: str = DEFAULT_PRESET, steps: int | None = None) -> dict:
@@ -57,6 +66,17 @@ def recipe_hash(r: dict) -> str:
 
 def base_path(preset: str = DEFAULT_PRESET, steps: int | None = None) -> Path:
     return cache_dir() / "base" / f"{preset}-{recipe_hash(recipe(preset, steps))[:12]}"
+
+
+def shipped_base(preset: str = DEFAULT_PRESET) -> Path | None:
+    """The directory of the build of ``preset`` that robustmo ships, or None when none is shipped
+    or it was built from another recipe than today's (then the base is built on first use)."""
+    path = SHIPPED / preset
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return path if manifest.get("recipe_hash") == recipe_hash(recipe(preset)) else None
 
 
 def weights_hash(model_dir: Path) -> str:
@@ -124,10 +144,12 @@ def _build(r: dict, out: Path, progress: bool) -> dict:
 
 
 def ensure_base(preset: str = DEFAULT_PRESET, *, progress: bool = True, steps: int | None = None,
-                force: bool = False) -> Path:
-    """Path of the cached base for ``preset`` (``steps`` overrides the recipe, e.g. in tests),
-    building it first if missing (or if ``force``). A build is written to a temporary
-    sibling directory and renamed into place, so a crash never leaves a half-written base."""
+                force: bool = False, shipped: bool = True) -> Path:
+    """Path of the base for ``preset`` (``steps`` overrides the recipe, e.g. in tests): one built
+    on this machine if the cache holds it, else the shipped build (``shipped=False`` skips it),
+    else a build made now. ``force`` rebuilds even when the cache holds one. A build is written
+    to a temporary sibling directory and renamed into place, so a crash never leaves a
+    half-written base."""
     import torch
     import transformers
 
@@ -136,6 +158,8 @@ def ensure_base(preset: str = DEFAULT_PRESET, *, progress: bool = True, steps: i
     final = base_path(preset, steps)
     if (final / "manifest.json").exists() and not force:
         return final
+    if shipped and not force and steps is None and shipped_base(preset) is not None:
+        return shipped_base(preset)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     threads = torch.get_num_threads()
@@ -148,7 +172,8 @@ def ensure_base(preset: str = DEFAULT_PRESET, *, progress: bool = True, steps: i
             "weights_sha256": weights_hash(tmp), **figures,
             "build_seconds": round(time.perf_counter() - t0, 2),
             "torch_version": torch.__version__, "transformers_version": transformers.__version__,
-            "torch_threads": torch.get_num_threads(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "torch_threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         if force and final.exists():
@@ -165,9 +190,16 @@ def ensure_base(preset: str = DEFAULT_PRESET, *, progress: bool = True, steps: i
 
 
 def base_info(preset: str = DEFAULT_PRESET, steps: int | None = None) -> dict | None:
-    """The manifest of the cached base, or None if it is not built yet."""
+    """The manifest of the base a run would use (``ensure_base``'s choice, without building), with
+    ``path`` and ``origin``: "built here" (in the cache) or "shipped" (with robustmo); None when
+    neither exists yet."""
     m = base_path(preset, steps) / "manifest.json"
-    return {**json.loads(m.read_text()), "path": str(m.parent)} if m.exists() else None
+    if m.exists():
+        return {**json.loads(m.read_text()), "path": str(m.parent), "origin": "built here"}
+    shipped = shipped_base(preset) if steps is None else None
+    if shipped is not None:
+        return {**json.loads((shipped / "manifest.json").read_text()), "path": str(shipped), "origin": "shipped"}
+    return None
 
 
 def load_base(preset: str = DEFAULT_PRESET, *, progress: bool = True, steps: int | None = None):
