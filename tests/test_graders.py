@@ -11,6 +11,9 @@ import pytest
 from robustmo.core.errors import RobustmoError
 from robustmo.plugins.metrics import graders
 
+# One worker trains the module's model once.
+pytestmark = pytest.mark.xdist_group("graders")
+
 BOXED = r"Half of one. \boxed{\frac{1}{2}}"
 
 
@@ -66,28 +69,60 @@ QUESTIONS = [("What is half of one?", "0.5", BOXED + "\nQuestion: what is next? 
 INSTRUCTION = r"Put your final answer in \boxed{}."
 
 
+def greedy_margin(model, tokenizer, chats) -> float:
+    """The smallest lead, in logits, of each target token over the best other token, along every
+    chat's answer up to its end token (teacher-forced, one chat at a time). Greedy decoding
+    reproduces every answer exactly when this is positive; a lead of 1 is far above what other
+    CPU kernels, padding in a batch or a tiny extra training step change in a logit (~1e-5)."""
+    import torch
+
+    worst = float("inf")
+    with torch.no_grad():
+        for chat in chats:
+            prompt = tokenizer.apply_chat_template(chat[:1], add_generation_prompt=True, tokenize=False)
+            full = tokenizer.apply_chat_template(chat, tokenize=False)
+            n = len(tokenizer(prompt, add_special_tokens=False).input_ids)
+            ids = tokenizer(full, add_special_tokens=False, return_tensors="pt").input_ids
+            target = ids[0, n:].tolist()
+            if tokenizer.eos_token_id in target:
+                target = target[:target.index(tokenizer.eos_token_id) + 1]
+            logits = model(ids[:, :n + len(target) - 1]).logits[0, n - 1:].float()
+            wanted = logits[torch.arange(len(target)), target]
+            others = logits.scatter(1, torch.tensor(target)[:, None], float("-inf")).max(dim=1).values
+            worst = min(worst, (wanted - others).min().item())
+    return worst
+
+
 @pytest.fixture(scope="module")
 def math_model(toy_base, tmp_path_factory):
     """The toy base (a real Llama directory) trained to answer the two questions, instruction
     included, with known completions: a boxed 1/2 followed by more text, and a count far
-    longer than the generation limit."""
+    longer than the generation limit. Trained until greedy decoding must reproduce both answers
+    (``greedy_margin`` at least 1), so the answers are the same on every CPU."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = tmp_path_factory.mktemp("math-model")
     tok = AutoTokenizer.from_pretrained(toy_base)
     model = AutoModelForCausalLM.from_pretrained(toy_base)
-    texts = [tok.apply_chat_template([{"role": "user", "content": f"{q}\n\n{INSTRUCTION}"},
-                                      {"role": "assistant", "content": a}], tokenize=False) for q, _, a in QUESTIONS]
+    chats = [[{"role": "user", "content": f"{q}\n\n{INSTRUCTION}"}, {"role": "assistant", "content": a}]
+             for q, _, a in QUESTIONS]
+    texts = [tok.apply_chat_template(chat, tokenize=False) for chat in chats]
     torch.manual_seed(0)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(60):
-        batch = tok(texts, return_tensors="pt", padding=True)
-        loss = model(**batch, labels=batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
+    margin, step = float("-inf"), 0
+    while margin < 1.0 and step < 400:
+        model.train()
+        for _ in range(10):
+            batch = tok(texts, return_tensors="pt", padding=True)
+            loss = model(**batch, labels=batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+        step += 10
+        model.eval()
+        margin = greedy_margin(model, tok, chats)
+    assert margin >= 1.0, f"the answers were not memorised with a margin of 1 logit in {step} steps: {margin:.3f}"
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return path

