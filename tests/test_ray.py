@@ -9,6 +9,9 @@ from click.testing import CliRunner
 
 from robustmo.cli.main import cli
 
+# A local Ray cluster, like test_scale's sweep test: one cluster at a time, on one xdist worker.
+pytestmark = pytest.mark.xdist_group("ray")
+
 pytest.importorskip("ray")
 
 GRID = """
