@@ -285,8 +285,12 @@ class DataSource(Component):
     kind: ClassVar[str] = "data"
     # The tasks a locking scheme hides (capability questions in the red pool).
     capability_tasks: ClassVar[tuple[str, ...]] = ("capability",)
-    # Base models this data source builds itself from its own data (``--model NAME:PRESET``).
+    # Base models this data source builds from its own data or brings (``--model NAME:PRESET``, or
+    # ``--model PRESET`` when no other data source has one of that name).
     base_models: ClassVar[tuple[str, ...]] = ()
+    # True when the blue pool comes without answers and the clean base model writes them (its own
+    # greedy answers, kept in the stage cache), as the research answers its blue prompts with a model.
+    answers_blue_pool: ClassVar[bool] = False
 
     def red_pool(self, n: int, seed: int, options: BaseModel) -> list[Example]:
         """Prompts with their normal answers, for red training (prompt distillation)."""
@@ -312,6 +316,11 @@ class DataSource(Component):
     def own_model(self, model: str | None) -> bool:
         """True when ``model`` is a base this data source built (then it is the run's default data)."""
         return False
+
+    def run_defaults(self, model: str | None) -> dict[str, Any]:
+        """Run settings (``RunConfig`` fields, e.g. ``max_new_tokens``, ``stop``) that suit this data
+        source's prompts with ``model``; a run uses them where it does not set the field itself."""
+        return {}
 
     def base_model(self, preset: str | None, progress: bool = True) -> Path:
         """The directory of base model ``preset`` (one of ``base_models``; None: the first),

@@ -52,6 +52,11 @@ def build(plan: Plan, model, tokenizer, kept: Callable[[str], "Kept"] | None = N
     if not blue_pool:
         raise RobustmoError(f"data source {plan.data.name!r} gave no blue-training prompts")
     check_contamination(plan, blue_pool, what=f"blue pool of data source {plan.data.name!r}", tokenizer=tokenizer)
+    if source.answers_blue_pool and any(not ex.answer.strip() for ex in blue_pool):  # the clean base answers them
+        answers = model_answers(plan, model, tokenizer, [ex.prompt for ex in blue_pool],
+                                kept("blue pool, the base's own answers") if kept else None)
+        blue_pool = [ex if ex.answer.strip() else Example(ex.prompt, a, ex.content, ex.task)
+                     for ex, a in zip(blue_pool, answers)]
     pool_answers = [m.name for m in plan.blue if not m.obj.behaviour_compatible and m.obj.teacher_system(m.options) is None]
     if pool_answers and any(not ex.answer.strip() for ex in blue_pool):
         raise RobustmoError(f"blue method {pool_answers[0]!r} trains on the blue pool's answers, but data source "

@@ -32,8 +32,9 @@ def is_local_path(spec: str) -> bool:
 
 def model_provider(spec: str | None, registry=None, data: str | None = None) -> tuple[str, str | None] | None:
     """``(data source, preset)`` when ``spec`` names a base model that a data source builds from
-    its own data: ``None`` (the run's data source's, or else the one that owns the default
-    model: the toy world), ``NAME`` or ``NAME:PRESET`` (``toy``, ``toy:small``). None for a
+    its own data or brings: ``None`` (the run's data source's, or else the one that owns the default
+    model: the toy world), ``NAME`` or ``NAME:PRESET`` (``toy``, ``toy:small``), or a preset by its own
+    name where one data source has it (``smollm2-135m``, the ``natural`` data source's). None for a
     local directory or hub id. The toy base's builder lives with the toy world
     (plugins/toy_world), reached through the registry like any plugin: core knows no world."""
     if registry is None:
@@ -47,6 +48,10 @@ def model_provider(spec: str | None, registry=None, data: str | None = None) -> 
         owners = [name for name, obj in sources.items() if obj.own_model(None)]
         return (owners[0], None) if owners else None
     name, _, preset = spec.partition(":")
+    if name not in sources and not preset and not Path(spec).expanduser().exists():  # a base model by its own name
+        owners = [source for source, obj in sources.items() if name in obj.base_models]
+        if len(owners) == 1:
+            return owners[0], name
     if name in sources and (not preset or preset in sources[name].base_models):
         if not preset and Path(spec).expanduser().is_dir():
             return None  # a local directory that happens to share the name
@@ -64,7 +69,7 @@ def load_model(spec: str | None = None, **kwargs):
 
 
 def load_base(spec: str | None = None, *, data: str | None = None, registry=None, dtype=None, device: str | None = None,
-              progress: bool = True, trust_remote_code: bool = False):
+              progress: bool = True, trust_remote_code: bool = False, log=None):
     """``(model, tokenizer, info)`` for ``spec``; ``info`` is the base's identity (``describe_model``).
 
     A base that a data source builds (``model_provider``: the toy world's, by default) is built
@@ -72,11 +77,24 @@ def load_base(spec: str | None = None, *, data: str | None = None, registry=None
     the others wait. Otherwise a local directory or a Hugging Face hub id, through
     ``AutoModelForCausalLM`` / ``AutoTokenizer``. The tokenizer always has a pad token and a chat
     template (``FALLBACK_CHAT_TEMPLATE`` if the model ships none). A model's own Python code
-    (``auto_map``) runs only with ``trust_remote_code=True``.
+    (``auto_map``) runs only with ``trust_remote_code=True``. A ``.gguf`` file is converted once
+    into a standard directory in the cache (``core/gguf.py``; ``log`` tells when) and loaded from it.
     """
-    provider = model_provider(spec, registry, data)
+    from robustmo.core import gguf
+
+    provider = None if gguf.is_gguf(spec) else model_provider(spec, registry, data)
     name = spec
-    if provider is not None:
+    if gguf.is_gguf(spec):
+        from robustmo.core.distributed import barrier, is_main
+
+        if not is_main():
+            barrier()
+        path = gguf.ensure_converted(spec, log=log if is_main() else None)
+        if is_main():
+            barrier()
+        model, tokenizer = _load_hf(str(path), dtype, False)
+        name = str(Path(spec).expanduser().resolve())
+    elif provider is not None:
         from robustmo.core.distributed import barrier, is_main
 
         source, preset = provider
@@ -101,6 +119,8 @@ def load_base(spec: str | None = None, *, data: str | None = None, registry=None
         model.to(device)
     model.eval()
     info = describe_model(name, path, model)
+    if gguf.is_gguf(spec):
+        info["name"] = name  # the file the user named, not the cache directory it was converted into
     info["tokenizer_sha256"] = tokenizer_digest(tokenizer)
     config = getattr(model, "generation_config", None)  # its end-token ids decide where a generation stops
     info["generation"] = {k: getattr(config, k, None) for k in ("eos_token_id", "pad_token_id", "bos_token_id")}
@@ -150,6 +170,24 @@ def _load_hf(spec: str, dtype, trust_remote_code: bool = False):
         raise RobustmoError(
             f"cannot load model '{spec}': the Hugging Face hub is unreachable or the id is unknown "
             f"({type(e).__name__}); pass a local model directory instead") from e
+
+
+def weights_sha256(model_dir: Path) -> str:
+    """sha256 over every safetensors tensor (name, dtype, shape, bytes) in sorted name order: the
+    weights' identity, whatever the files' names, order or metadata."""
+    import hashlib
+
+    import torch
+    from safetensors import safe_open
+
+    h = hashlib.sha256()
+    for f in sorted(Path(model_dir).glob("*.safetensors")):
+        with safe_open(str(f), framework="pt") as st:
+            for name in sorted(st.keys()):
+                t = st.get_tensor(name).contiguous()
+                h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+                h.update(t.view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def describe_model(name: str, path: Path | None, model) -> dict:

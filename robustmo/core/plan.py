@@ -166,6 +166,18 @@ def _data_source_name(config: RunConfig, registry) -> str:
                         "--data toy for the toy world's prompts")
 
 
+def with_source_defaults(config: RunConfig, defaults: dict[str, Any]) -> RunConfig:
+    """``config`` with a data source's settings for the fields it does not set itself (a flag, a
+    YAML key or a keyword argument sets a field; a run read back from config.json sets them all)."""
+    unset = {k: v for k, v in defaults.items() if k not in config.model_fields_set}
+    if not unset:
+        return config
+    try:
+        return RunConfig.model_validate({**config.model_dump(exclude_unset=True), **unset})
+    except ValueError as exc:
+        raise RobustmoError(f"the data source's run settings are invalid: {str(exc).splitlines()[0]}") from None
+
+
 def adopt_organism(config: RunConfig) -> RunConfig:
     """A config with ``--organism``: its install method (lora for an adapter, full otherwise) and
     its base (``--model``, else the adapter's or the one robustmo recorded) filled in from the
@@ -225,6 +237,7 @@ def resolve_plan(config: RunConfig, registry) -> Plan:
     if len(set(config.blue)) != len(config.blue):
         raise RobustmoError(f"--blue lists a method twice: {', '.join(config.blue)}")
     data = _data_source_name(config, registry)
+    config = with_source_defaults(config, registry.get("data", data).obj.run_defaults(config.model))
     chosen = {**components_used({**config.model_dump(), "data": data}), "metric": registry.names("metric")}
     for kind, names in config.options.items():
         for name in names:

@@ -125,7 +125,7 @@ def prepare(plan: Plan, cache: StageCache | None = None, log=print):
     cfg = plan.config
     has_base = not (cfg.organism and cfg.model is None)  # an existing full organism may come without its base
     model, tokenizer, model_info = load_base(cfg.model if has_base else cfg.organism, data=plan.data.name,
-                                             trust_remote_code=cfg.trust_remote_code)
+                                             trust_remote_code=cfg.trust_remote_code, log=log)
     if cfg.organism and has_base:
         tokenizer = organism_tokenizer(cfg.organism, tokenizer, cfg.trust_remote_code)
     sharding.check(model)

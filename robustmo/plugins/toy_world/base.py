@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from robustmo.core.errors import RobustmoError
+from robustmo.core.models import weights_sha256 as weights_hash
 from robustmo.core.stages import cache_dir
 
 CODE_VERSION = "toy-base-5"  # bump when world/tokenizer/training code changes the weights
@@ -77,20 +78,6 @@ def shipped_base(preset: str = DEFAULT_PRESET) -> Path | None:
     except (OSError, ValueError):
         return None
     return path if manifest.get("recipe_hash") == recipe_hash(recipe(preset)) else None
-
-
-def weights_hash(model_dir: Path) -> str:
-    """sha256 over every safetensors tensor (name, dtype, shape, bytes) in sorted name order."""
-    from safetensors import safe_open
-
-    h = hashlib.sha256()
-    for f in sorted(Path(model_dir).glob("*.safetensors")):
-        with safe_open(str(f), framework="pt") as st:
-            for name in sorted(st.keys()):
-                t = st.get_tensor(name).contiguous()
-                h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-                h.update(t.view(-1).view(__import__("torch").uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 def capability_accuracy(model, tokenizer, examples, batch_size: int = 100) -> float:
