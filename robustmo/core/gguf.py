@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from robustmo.core.errors import RobustmoError
-from robustmo.core.models import weights_sha256
+from robustmo.core.checkpoint import weights_sha256
 from robustmo.core.stages import cache_dir
 
 EXTRA = 'pip install "robustmo[gguf]"'

@@ -172,24 +172,6 @@ def _load_hf(spec: str, dtype, trust_remote_code: bool = False):
             f"({type(e).__name__}); pass a local model directory instead") from e
 
 
-def weights_sha256(model_dir: Path) -> str:
-    """sha256 over every safetensors tensor (name, dtype, shape, bytes) in sorted name order: the
-    weights' identity, whatever the files' names, order or metadata."""
-    import hashlib
-
-    import torch
-    from safetensors import safe_open
-
-    h = hashlib.sha256()
-    for f in sorted(Path(model_dir).glob("*.safetensors")):
-        with safe_open(str(f), framework="pt") as st:
-            for name in sorted(st.keys()):
-                t = st.get_tensor(name).contiguous()
-                h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-                h.update(t.view(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
 def describe_model(name: str, path: Path | None, model) -> dict:
     """Name and weights identity of the base, for the manifest: a local model is identified by
     its weights' sha256 where its manifest records one (the toy base's), else by its absolute

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from robustmo.core.errors import RobustmoError
-from robustmo.core.models import weights_sha256 as weights_hash
+from robustmo.core.checkpoint import weights_sha256 as weights_hash
 from robustmo.core.stages import cache_dir
 
 CODE_VERSION = "toy-base-5"  # bump when world/tokenizer/training code changes the weights
