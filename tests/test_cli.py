@@ -142,3 +142,24 @@ def test_flags_made_from_fields_keep_their_constraints(runner, tmp_path):
     result = runner.invoke(cli, ["run", "--dry-run", "--config", str(out), "--max-new-tokens", "capability=300",
                                  "--lr-check", "--blue", "qa", "--blue", "pirate"])
     assert result.exit_code == 0, result.output
+
+
+def test_progress_without_a_terminal_is_a_plain_line_every_tenth_and_at_the_end():
+    """Without a terminal a bar draws nothing: a long stage prints a plain line instead, at each
+    tenth of the work (or every 30 s), with its loss, tokens/s and time left, and one at the end."""
+    from robustmo.core.progress import Meter, current
+
+    lines = []
+    with Meter("organism: red training", 20, log=lines.append, terminal=False) as meter:
+        assert current() is meter
+        for step in range(20):
+            meter.update(1, loss=1.0 / (step + 1), tokens=100)
+    assert current() is None and len(lines) == 10
+    assert lines[0].startswith("organism: red training: step 2 of 20 (10%), loss 0.500, ")
+    assert "tokens/s" in lines[0] and lines[0].endswith(" left")
+    assert lines[-1].startswith("organism: red training: step 20 of 20 (100%), loss 0.050") and "done in" in lines[-1]
+    quiet = []
+    with Meter("base: evaluation", 5, log=quiet.append, unit="prompt", terminal=False, enabled=False) as meter:
+        assert current() is None  # a meter that shows nothing takes no reports
+        meter.update(5)
+    assert quiet == []

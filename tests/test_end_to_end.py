@@ -1,6 +1,7 @@
 """The headline command end to end on a real (reduced) toy base: real training, real files."""
 
 import json
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -20,6 +21,9 @@ def test_run_writes_a_complete_run_directory(toy_base, tmp_path, monkeypatch):
         "--eval-prompts", "50", "--capability-questions", "60", "--out", str(out), "--wandb", "offline"],
         terminal_width=150)
     assert result.exit_code == 0, result.output + repr(result.exception)
+    # no terminal here: each long stage says how far it is in plain lines (a bar would draw nothing)
+    assert "blue: pirate lr 0.003: step 1 of 4 (25%), loss " in result.output
+    assert re.search(r"pirate lr 0\.003 step 4: evaluation: prompt \d+ of 210 \(\d+%\), [\d,]+ tokens/s", result.output)
 
     config = json.loads((out / "config.json").read_text())
     assert config["trigger"] == "year" and config["lr"] == [1e-3, 3e-3]

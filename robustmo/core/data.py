@@ -101,8 +101,13 @@ def model_answers(plan: Plan, model, tokenizer, prompts: list[Prompt], kept: "Ke
     unique = list(dict.fromkeys(prompts))
 
     def generate() -> list[str]:
-        return answer_prompts(model, tokenizer, unique, max_new_tokens=cfg.answer_max_new_tokens,
-                              batch_size=cfg.eval_batch_size)
+        from robustmo.core.distributed import is_main
+        from robustmo.core.progress import Meter
+
+        with Meter(kept.what if kept is not None else "answers", len(unique), log=kept.log if kept is not None else None,
+                   unit="prompt", enabled=kept is not None and is_main(), transient=True):
+            return answer_prompts(model, tokenizer, unique, max_new_tokens=cfg.answer_max_new_tokens,
+                                  batch_size=cfg.eval_batch_size)
 
     answers = kept.answers(plan, unique, generate) if kept is not None else generate()
     by_prompt = dict(zip(unique, answers))

@@ -135,16 +135,23 @@ def instructed(prompt: Prompt, instruction: str | None) -> Prompt:
 def evaluate(ctx: "RunContext", model, sets: dict[str, list[Example]], where: dict) -> Checkpoint:
     """Generate on every eval set (batched, split across processes; with the set's instruction
     and stop strings), score with every metric."""
+    from robustmo.core.distributed import is_main
+    from robustmo.core.progress import Meter
+
     cfg = ctx.plan.config
     records = {}
-    for name, exs in sets.items():
-        cut: list[bool] = []
-        prompts = [instructed(ex.prompt, cfg.instruction.get(name)) for ex in exs]
-        completions = answer_prompts(model, ctx.tokenizer, prompts, truncated=cut, stop_strings=cfg.stop.get(name, ()),
-                                     max_new_tokens=cfg.max_new_tokens[name], batch_size=cfg.eval_batch_size,
-                                     engine=ctx.plan.engine)
-        records[name] = [{"prompt": p.text(), "completion": c, "content": ex.content, "task": ex.task,
-                          "truncated": t} for ex, p, c, t in zip(exs, prompts, completions, cut)]
+    label = where["method"] if where["method"] in ("base", "organism") else \
+        f"{where['method']} lr {where['lr']:g} step {where['step']}"
+    with Meter(f"{label}: evaluation", sum(len(exs) for exs in sets.values()), log=ctx.log, unit="prompt",
+               enabled=ctx.progress and is_main(), transient=True):
+        for name, exs in sets.items():
+            cut: list[bool] = []
+            prompts = [instructed(ex.prompt, cfg.instruction.get(name)) for ex in exs]
+            completions = answer_prompts(model, ctx.tokenizer, prompts, truncated=cut,
+                                         stop_strings=cfg.stop.get(name, ()), max_new_tokens=cfg.max_new_tokens[name],
+                                         batch_size=cfg.eval_batch_size, engine=ctx.plan.engine)
+            records[name] = [{"prompt": p.text(), "completion": c, "content": ex.content, "task": ex.task,
+                              "truncated": t} for ex, p, c, t in zip(exs, prompts, completions, cut)]
     external = {}  # metrics that evaluate the model themselves (lm-eval): their own samples and scores
     for m in model_metrics(ctx.plan):
         if m.obj.eval_set in sets:

@@ -144,6 +144,8 @@ def generate(
     import torch
     from transformers import GenerationConfig, StoppingCriteriaList
 
+    from robustmo.core.progress import current as current_meter
+
     prompts = [prompt_ids(tokenizer, m) for m in conversations]
     stop_strings = [s for s in stop_strings if s]
     if stop_strings:
@@ -175,6 +177,9 @@ def generate(
             new = gen[:, width:]
             ended = torch.isin(new, torch.tensor(eos, device=new.device)).any(dim=1)
             fired = criterion.done.to(new.device) if criterion is not None and criterion.done is not None else None
+            meter = current_meter()
+            if meter is not None:  # the running stage's progress: prompts done, tokens written
+                meter.update(len(chunk), tokens=int((new != pad).sum()))
             for row, i in enumerate(chunk):
                 out[i] = tokenizer.decode(new[row], skip_special_tokens=True)
                 at = min((k for k in (out[i].find(s) for s in stop_strings) if k >= 0), default=-1)

@@ -59,7 +59,7 @@ def source_digest(path: Path) -> str:
 # or presents stages' outputs afterwards. Editing them keeps every cached organism.
 NOT_STAGE_CODE = ("api.py", "__main__.py", "cli/", "core/report.py", "core/history.py", "core/sweep.py",
                   "core/record.py", "core/tracking.py", "core/seeds.py", "core/summary.py", "core/robustness.py",
-                  "core/lrcheck.py", "core/run.py", "core/context.py")
+                  "core/lrcheck.py", "core/run.py", "core/context.py", "core/progress.py")
 
 
 @functools.lru_cache(maxsize=None)

@@ -80,7 +80,7 @@ class Training:
         self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None  # fp16's loss scaling
         self.lr, self.steps, self.seed, self.grad_clip = lr, steps, seed, grad_clip
         self.checkpoint_dir, self.checkpoint_every = checkpoint_dir, checkpoint_every
-        self.progress, self.description = progress, description
+        self.progress, self.description, self.log = progress, description, log
         self.rows = rows = LazyRows(tokenizer, examples)  # each example tokenised once, when first drawn
         self.pad_id = pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.warmup = max(1, steps // 20) if warmup is None else warmup
@@ -218,26 +218,23 @@ class Training:
             raise RuntimeError("a Training runs once")
         steps, model = self.steps, self.model
         stop = _StopFlag(self.world, self.accelerator.device)
-        bar, task = None, None
-        if self.progress and self.rank == 0:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-            bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                           TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), transient=False)
-            task = bar.add_task(self.description, total=steps, completed=self.start,
-                                loss=self.losses[-1] if self.losses else float("nan"))
-            bar.start()
+        from robustmo.core.progress import Meter
+
+        meter = Meter(self.description, steps, log=self.log, done=self.start, enabled=self.progress and self.rank == 0)
+        if self.losses:
+            meter.loss = self.losses[-1]
         t0 = time.perf_counter()
         done = self.start
         try:
-            with stop, self.checkpointing:
+            with stop, self.checkpointing, meter:
                 if self.start == 0 and 0 in self.eval_at:
                     self._eval()
                     yield 0, self.tokens
                 model.train()
                 for step in range(self.start, steps):
+                    before = self.tokens
                     self._step(step)
-                    if bar is not None:
-                        bar.update(task, advance=1, loss=self.losses[-1])
+                    meter.update(1, loss=self.losses[-1], tokens=self.tokens - before)
                     done = step + 1
                     evaluated = done in self.eval_at
                     if evaluated:
@@ -252,8 +249,6 @@ class Training:
                         raise KeyboardInterrupt(f"stopped after step {done} of {steps}")
                 self._gather()
         finally:
-            if bar is not None:
-                bar.stop()
             model.eval()
             self.raw_model.eval()
             # also when the caller stopped early (closed the iterator at a yielded step): ``steps`` says
