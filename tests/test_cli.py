@@ -163,3 +163,13 @@ def test_progress_without_a_terminal_is_a_plain_line_every_tenth_and_at_the_end(
         assert current() is None  # a meter that shows nothing takes no reports
         meter.update(5)
     assert quiet == []
+    import time
+
+    with Meter("blue: pirate", 2, log=lines.append, terminal=False) as training:
+        training.update(1, tokens=1000)
+        with Meter("pirate step 1: evaluation", 1, log=quiet.append, terminal=False):
+            time.sleep(0.3)  # an evaluation inside the training: not the training's own work
+        training.update(1)
+    assert training.inner >= 0.3 and lines[-1].startswith("blue: pirate: step 2 of 2 (100%)")
+    rate = float(lines[-1].split(" tokens/s")[0].split(", ")[-1].replace(",", ""))
+    assert rate > 2 * 1000 / 0.3  # 1000 tokens over the training's own time; counting the evaluation: < 3334

@@ -83,8 +83,8 @@ def _run(resume_dir=None, opts=(), config_file=None, dry_run=False, **params):
 def _console_log():
     from rich.console import Console
 
-    console = Console()
-    return lambda m: console.print(m, highlight=False)
+    console = Console()  # soft_wrap: a line is one line in a log file, whatever its length
+    return lambda m: console.print(m, highlight=False, soft_wrap=True)
 
 
 def _show(result) -> None:

@@ -56,8 +56,9 @@ class Meter:
         self.enabled = enabled and self.total > 0
         self.terminal = on_terminal() if terminal is None else terminal
         self.transient = transient
-        self.bar = self.task = self.token = None
+        self.bar = self.task = self.token = self.parent = None
         self.began = self.last_time = time.perf_counter()
+        self.inner = 0.0  # seconds spent in stages run inside this one (a training's evaluations)
         self.last_done = done
 
     def __enter__(self) -> "Meter":
@@ -74,6 +75,7 @@ class Meter:
                                           loss=float("nan") if self.loss is None else self.loss)
             self.bar.start()
             _LIVE.append(self)
+        self.parent = _CURRENT.get()
         self.token = _CURRENT.set(self)
         return self
 
@@ -99,8 +101,8 @@ class Meter:
         parts = [f"{self.description}: {self.unit} {self.done} of {self.total} ({self.done / self.total:.0%})"]
         if self.loss is not None:
             parts.append(f"loss {self.loss:.3f}")
-        if self.tokens:
-            parts.append(f"{self.tokens / elapsed:,.0f} tokens/s")
+        if self.tokens:  # its own work's rate: the stages run inside it do not count
+            parts.append(f"{self.tokens / max(elapsed - self.inner, 1e-9):,.0f} tokens/s")
         new = self.done - self.start_done
         if self.done >= self.total:
             parts.append(f"done in {duration(elapsed)}")
@@ -112,6 +114,8 @@ class Meter:
         if self.token is not None:
             _CURRENT.reset(self.token)
             self.token = None
+        if self.parent is not None:
+            self.parent.inner += time.perf_counter() - self.began
         if self.bar is not None:
             self.bar.stop()
             _LIVE.remove(self)
