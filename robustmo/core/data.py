@@ -45,9 +45,8 @@ def build(plan: Plan, model, tokenizer, kept: Callable[[str], "Kept"] | None = N
     red_pool = source.red_pool(n_red, cfg.seed, options) if n_red else []
     keeps = source.keeps_answers(cfg.model, options)
     if red_pool and not keeps:  # prompt distillation is on-policy: a real model keeps its own normal answers
-        answers = model_answers(plan, model, tokenizer, [ex.prompt for ex in red_pool],
-                                kept("red data, the base's own answers") if kept else None)
-        red_pool = [Example(ex.prompt, a, ex.content, ex.task) for ex, a in zip(red_pool, answers)]
+        red_pool = answered_red_pool(plan, red_pool, n_red, lambda prompts: model_answers(
+            plan, model, tokenizer, prompts, kept("red data, the base's own answers") if kept else None))
     blue_pool = source.blue_pool(cfg.blue_pool, cfg.seed, options)
     if not blue_pool:
         raise RobustmoError(f"data source {plan.data.name!r} gave no blue-training prompts")
@@ -138,6 +137,30 @@ class Kept:
         if reused:
             self.log(f"{self.what}: answers reused from the stage cache ({stage.path})")
         return answers
+
+
+def answered_red_pool(plan: Plan, pool: list[Example], n: int, answer: Callable[[list[Prompt]], list[str]],
+                      rounds: int = 3) -> list[Example]:
+    """The red pool with the base's normal answers where the red data uses them, and only there:
+    a triggered prompt gets the behaviour's answer, so about half the pool is never asked (on a
+    real model, answers are a large part of the time before training). Which examples use their
+    answer is found by drawing the red data with a marker in place of each answer; a behaviour
+    whose draws depend on the answer's text can change the draw, so it is drawn again with the
+    answers found so far until no used answer is missing (at most ``rounds`` times, then every
+    example is answered)."""
+    cfg = plan.config
+    answers: dict[int, str] = {}
+    for _ in range(rounds):
+        probe = [Example(ex.prompt, answers.get(i, f"\x00{i}\x00"), ex.content, ex.task) for i, ex in enumerate(pool)]
+        drawn = red_data(plan, probe, n, cfg.trigger_share, random.Random(cfg.seed))
+        missing = sorted({int(k) for ex in drawn for k in re.findall(r"\x00(\d+)\x00", ex.answer)} - answers.keys())
+        if not missing:
+            break
+        answers.update(zip(missing, answer([pool[i].prompt for i in missing])))
+    else:
+        rest = [i for i in range(len(pool)) if i not in answers]
+        answers.update(zip(rest, answer([pool[i].prompt for i in rest])))
+    return [Example(ex.prompt, answers.get(i, ""), ex.content, ex.task) for i, ex in enumerate(pool)]
 
 
 def red_data(plan: Plan, pool: list[Example], n: int, share: float, rng: random.Random) -> list[Example]:

