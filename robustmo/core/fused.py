@@ -113,6 +113,21 @@ _NORM_DEPTH: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module -
 _ROTARY_OWN: dict[str, list] = {}  # modelling module name -> [its own apply_rotary_pos_emb, blocks it is in]
 
 
+def _wrapped(fn):
+    """``fn``, or the function a kernels-hub wrapper calls. With the ``kernels`` package installed
+    (transformers >= 5.25 requires it), transformers' ``apply_rotary_pos_emb`` is a module of class
+    ``Func`` whose forward calls the original function unless the model was given a hub kernel
+    (``use_kernels=True``, which robustmo never asks for); its own signature is (*args, **kwargs)."""
+    if isinstance(fn, torch.nn.Module) and type(fn).__name__ == "Func":
+        try:
+            func = inspect.getclosurevars(type(fn).forward).nonlocals.get("func")
+        except (TypeError, ValueError):
+            return fn
+        if callable(func):
+            return func
+    return fn
+
+
 def _targets(model) -> tuple[list, list]:
     """The RMSNorm modules to patch (transformers' layout: a 1-d ``weight`` and ``variance_epsilon``;
     not one whose instance-level forward someone else set, such as accelerate's hooks) and the
@@ -130,7 +145,7 @@ def _targets(model) -> tuple[list, list]:
         with _LOCK:
             own = _ROTARY_OWN.get(module.__name__, [getattr(module, "apply_rotary_pos_emb", None)])[0]
         try:
-            if callable(own) and list(inspect.signature(own).parameters) == _ROTARY_PARAMETERS:
+            if callable(own) and list(inspect.signature(_wrapped(own)).parameters) == _ROTARY_PARAMETERS:
                 modelling[module.__name__] = module
         except (TypeError, ValueError):
             pass
