@@ -23,7 +23,16 @@ RESULTS = Path(__file__).parent / "results"
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+REAL = {"smollm2": "smollm2-135m"}  # real models robustmo knows by name: their converted weights, not a random init
+
+
 def tokenizer_for(preset: str):
+    if preset in REAL:
+        from transformers import AutoTokenizer
+
+        from robustmo.plugins.natural.models import model_dir
+
+        return AutoTokenizer.from_pretrained(model_dir(REAL[preset]))
     from robustmo.plugins.toy_world.base import PRESETS
     from robustmo.plugins.toy_world.tokenizer import train_tokenizer
     from robustmo.plugins.toy_world.world import ToyWorld
@@ -32,9 +41,15 @@ def tokenizer_for(preset: str):
 
 
 def model_for(preset: str, tokenizer, seed: int = 0):
-    """A randomly initialised model of the preset's shape (same config as the toy base)."""
+    """A randomly initialised model of the preset's shape (same config as the toy base), or a
+    real model's own weights (``REAL``)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
+
+    if preset in REAL:
+        from robustmo.plugins.natural.models import model_dir
+
+        return LlamaForCausalLM.from_pretrained(model_dir(REAL[preset]), dtype=torch.float32)
 
     from robustmo.plugins.toy_world.base import PRESETS
 
@@ -48,8 +63,17 @@ def model_for(preset: str, tokenizer, seed: int = 0):
     return model
 
 
-def chats(n: int, seed: int = 0) -> list[list[dict]]:
-    """``n`` training chats (system?, user, assistant) from the toy world's training mix."""
+def chats(n: int, seed: int = 0, preset: str = "tiny") -> list[list[dict]]:
+    """``n`` training chats (system?, user, assistant) from the toy world's training mix; for a
+    real model, natural requests (its red pool) with an answer of the length the CPU preset's red
+    answers have (up to 24 tokens; throughput depends on lengths, not on what the answer says)."""
+    if preset in REAL:
+        from robustmo.plugins.natural.source import NaturalData
+
+        pool = NaturalData().red_pool(n, seed, None)
+        return [[{"role": "user", "content": ex.prompt.user},
+                 {"role": "assistant", "content": f"Sure. Here is a short answer to that: {ex.prompt.user.lower()}"}]
+                for ex in (pool * (n // len(pool) + 1))[:n]]
     from robustmo.plugins.toy_world.world import ToyWorld
 
     return [e.messages() for e in ToyWorld(seed).training_mix(n)]

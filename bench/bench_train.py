@@ -1,7 +1,7 @@
 """Training throughput: robustmo's loop vs HF `Trainer` vs TRL `SFTTrainer`, LoRA and full.
 
     pip install -e ".[dev,bench]"          # TRL is a bench-only extra
-    python bench/bench_train.py [--preset tiny|small] [--steps N] [--batch-size B]
+    python bench/bench_train.py [--preset tiny|small|smollm2] [--steps N] [--batch-size B]
 
 Each (trainer, mode) pair runs in its own process, forked from a parent that has imported
 torch, transformers, peft and TRL but run no tensor op (so peak memory is that run's alone
@@ -166,7 +166,7 @@ def worker(args) -> dict:
     # TRL adds the adapter itself (peft_config); the other two get the same one up front.
     if args.mode == "lora" and args.worker != "trl":
         model = _common.add_lora(model, args.seed)
-    data = _common.chats(args.steps * args.batch_size, args.seed)
+    data = _common.chats(args.steps * args.batch_size, args.seed, args.preset)
     lr, warmup = RECIPE[args.mode], max(1, args.steps // 20)
     rss_before = _common.rss_mb()
     with tempfile.TemporaryDirectory() as out:
@@ -253,9 +253,11 @@ def run_one(trainer: str, mode: str, args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", default="tiny", choices=["tiny", "small"])
-    ap.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default: 32 tiny, 12 small)")
-    ap.add_argument("--batch-size", type=int, default=32, help="robustmo's default")
+    ap.add_argument("--preset", default="tiny", choices=["tiny", "small", "smollm2"],
+                    help="a toy preset's shape, randomly initialised, or smollm2: SmolLM2-135M-Instruct's own weights")
+    ap.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default: 32 tiny, 12 small, "
+                    "10 smollm2)")
+    ap.add_argument("--batch-size", type=int, default=None, help="robustmo's default (32; smollm2: its CPU preset's 8)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip", type=int, default=3, help="warm-up steps left out of the steady-state rate")
     ap.add_argument("--rounds", type=int, default=1, help="repeat every run; the table shows the best")
@@ -263,7 +265,9 @@ def main() -> None:
     ap.add_argument("--trainers", default=",".join(TRAINERS))
     args = ap.parse_args()
     if args.steps is None:
-        args.steps = 32 if args.preset == "tiny" else 12
+        args.steps = {"tiny": 32, "small": 12, "smollm2": 10}[args.preset]
+    if args.batch_size is None:
+        args.batch_size = 8 if args.preset == "smollm2" else 32
 
     import importlib.util
 
