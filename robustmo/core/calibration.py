@@ -47,7 +47,8 @@ from robustmo.core.concepts import BlueMethod
 from robustmo.core.config import RunConfig
 from robustmo.core.evaluate import Checkpoint, summarise_scores
 from robustmo.core.lrcheck import check, planned_steps, steps_to_removal
-from robustmo.core.robustness import counted, hierarchical_auc, hull_auc, hull_value, log_spaced_steps, t_interval
+from robustmo.core.robustness import (counted, hierarchical_auc, hull_auc, hull_value, log_spaced_steps, t_interval,
+                                      trade_off_points, upper_hull)
 from robustmo.core.seeds import _wider
 from robustmo.core.summary import DEFAULT_ROLES, noise_floor_of_mean, summarise
 
@@ -82,7 +83,7 @@ class Scenario:
     def truth(self) -> dict[str, float]:
         """AUC and removal at 10 % of the true frontier, as defined today and with x clipped at 1;
         ``returned``, the true share of the removed behaviour that the suppression check sees return."""
-        clipped = [(min(x, 1.0), y) for x, y in self.points]
+        clipped = _clipped(self.points)
         gone = self.rate * (1 - self.points[-1][1])
         after = gone if self.after is None else self.after
         return {"auc": hull_auc(self.points), "removal_at_10": hull_value(self.points, 0.9),
@@ -132,7 +133,8 @@ class Calibration:
     removal at 10 % pool every battery method of every replicate).
 
     - ``truth``: see ``Scenario.truth`` / ``LRScenario.truth``;
-    - ``mean`` and ``bias`` (mean - truth) of ``auc`` and ``removal_at_10``;
+    - ``mean`` and ``bias`` (mean - truth) of ``auc`` and ``removal_at_10`` (and of the
+      candidate's ``auc_crossfit`` and ``removal_at_10_crossfit``, against the clipped truth);
     - ``coverage``: per interval (``auc_ci``, ``removal_at_10_ci``; with seeds also the
       bootstrap's and t's; ``returned_ci`` of the suppression check), the share holding the truth;
     - ``verdicts``: per verdict (``method``, the ``audit``'s overall, each ``suppression`` check,
@@ -288,8 +290,9 @@ def over_seeds(per_seed: dict[int, tuple[Attack, dict]]) -> dict:
 
 
 def audit_once(rng: np.random.Generator, sc: Scenario, seeds: int, methods: int = METHODS,
-               prompts: int = PROMPTS, questions: int = QUESTIONS) -> dict[str, dict]:
-    """One audit of the scenario's organism: per battery method its summary entry and reading."""
+               prompts: int = PROMPTS, questions: int = QUESTIONS, candidate: bool = False) -> dict[str, dict]:
+    """One audit of the scenario's organism: per battery method its summary entry and reading;
+    with ``candidate`` (one seed), also the cross-fitted candidate's numbers (``crossfit``)."""
     shared = _prompts(rng, sc.capability, sc.rate, questions, prompts) if sc.shared_prompts else None
     seed_prompts = [shared or _prompts(rng, sc.capability, sc.rate, questions, prompts) for _ in range(seeds)]
     out = {}
@@ -300,6 +303,10 @@ def audit_once(rng: np.random.Generator, sc: Scenario, seeds: int, methods: int 
             per_seed[s] = (result, method_summary(result, s))
         entry = per_seed[0][1] if seeds == 1 else over_seeds(per_seed)
         out[f"method-{m}"] = {**entry, **method_verdict(record.MethodSummary(**entry))}
+        if candidate and seeds == 1:
+            cks = per_seed[0][0].checkpoints
+            fit = crossfit([counted(ck.scores[CAP]) for ck in cks], [counted(ck.scores[BAD]) for ck in cks], seed=0)
+            out[f"method-{m}"]["crossfit"] = fit
     return out
 
 
@@ -332,6 +339,52 @@ def lr_check_once(rng: np.random.Generator, sc: LRScenario, prompts: int = PROMP
     return {"check": result, "reading": lr_check_verdict(result)}
 
 
+# --------------------------------------------------------------------------- a candidate estimator
+def _clipped(points) -> list[tuple[float, float]]:
+    return [(min(x, 1.0), y) for x, y in points]
+
+
+def _crossfit_once(cap: np.ndarray, bad: np.ndarray, rng: np.random.Generator) -> tuple[float, float] | None:
+    """One random half split of each prompt set: the hull's checkpoints chosen on one half are
+    measured on the other, both ways (x clipped at 1); the mean AUC and removal at 10 %."""
+    ci, bi = rng.permutation(cap.shape[1]), rng.permutation(bad.shape[1])
+    h, g = cap.shape[1] // 2, bad.shape[1] // 2
+    halves = [(cap[:, ci[:h]], bad[:, bi[:g]]), (cap[:, ci[h:]], bad[:, bi[g:]])]
+    aucs, removals = [], []
+    for (c_pick, b_pick), (c_use, b_use) in zip(halves, halves[::-1]):
+        try:
+            picked, used = _clipped(trade_off_points(c_pick, b_pick)), _clipped(trade_off_points(c_use, b_use))
+        except ValueError:  # a half with no capability or no behaviour at the organism
+            return None
+        vertices = set(upper_hull(picked))
+        chosen = [u for p, u in zip(picked, used) if p in vertices]
+        aucs.append(hull_auc(chosen))
+        removals.append(hull_value(chosen, 0.9))
+    return float(np.mean(aucs)), float(np.mean(removals))
+
+
+def crossfit(cap, bad, seed: int = 0, splits: int = 20, n_bootstrap: int = 200) -> dict:
+    """CANDIDATE, not used by runs (issue 30): the AUC and removal at 10 % cross-fitted (the mean
+    of ``splits`` random half splits, ``_crossfit_once``) with x clipped at 1, and 95 % percentile
+    intervals from a paired bootstrap over prompts that repeats the split and the choice in each
+    resample. Score matrices [checkpoint, prompt], row 0 the organism."""
+    cap, bad = np.asarray(cap, dtype=float), np.asarray(bad, dtype=float)
+    rng = np.random.default_rng([seed, 13])
+    fits = [f for f in (_crossfit_once(cap, bad, rng) for _ in range(splits)) if f is not None]
+    boot = []
+    for _ in range(n_bootstrap):
+        ci, bi = rng.integers(0, cap.shape[1], cap.shape[1]), rng.integers(0, bad.shape[1], bad.shape[1])
+        fit = _crossfit_once(cap[:, ci], bad[:, bi], rng)
+        if fit is not None:
+            boot.append(fit)
+    if not fits or not boot:
+        nan = [math.nan, math.nan]
+        return {"auc": math.nan, "auc_ci": nan, "removal_at_10": math.nan, "removal_at_10_ci": nan}
+    (auc, removal), b = np.mean(fits, axis=0), np.array(boot)
+    return {"auc": float(auc), "auc_ci": list(np.percentile(b[:, 0], [2.5, 97.5])), "removal_at_10": float(removal),
+            "removal_at_10_ci": list(np.percentile(b[:, 1], [2.5, 97.5]))}
+
+
 # --------------------------------------------------------------------------- the table
 def _rng(seed: int, name: str, seeds: int) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(name.encode()), seeds])
@@ -347,14 +400,16 @@ def _covers(ci, truth: float) -> bool:
 
 
 def calibrate(sc: Scenario, replicates: int, seeds: int = 1, seed: int = 0, methods: int = METHODS,
-              prompts: int = PROMPTS, questions: int = QUESTIONS) -> Calibration:
-    """``replicates`` audits of the scenario's organism with ``seeds`` seeds; deterministic given ``seed``."""
+              prompts: int = PROMPTS, questions: int = QUESTIONS, candidate: bool = False) -> Calibration:
+    """``replicates`` audits of the scenario's organism with ``seeds`` seeds; deterministic given
+    ``seed``. With ``candidate`` (one seed) also the cross-fitted candidate, against the clipped
+    truth: ``auc_crossfit``, ``removal_at_10_crossfit`` and their ``_ci``."""
     started = time.perf_counter()
     rng = _rng(seed, sc.name, seeds)
     truth = sc.truth()
     entries, audits = [], []
     for _ in range(replicates):
-        found = audit_once(rng, sc, seeds, methods, prompts, questions)
+        found = audit_once(rng, sc, seeds, methods, prompts, questions, candidate)
         entries += found.values()
         audits.append(overall(found)[0])
     out = Calibration(sc.name, seeds, replicates, truth)
@@ -369,6 +424,13 @@ def calibrate(sc: Scenario, replicates: int, seeds: int = 1, seed: int = 0, meth
         held = [_covers(e[ci], target) for e in entries if e[ci][0] == e[ci][0]]
         out.coverage[ci] = float(np.mean(held)) if held else math.nan
         out.counts[ci] = len(held)
+    if candidate and seeds == 1:
+        for name in ("auc", "removal_at_10"):
+            target, fits = truth[f"{name}_clipped"], [e["crossfit"] for e in entries]
+            values = [f[name] for f in fits if f[name] == f[name]]
+            out.mean[f"{name}_crossfit"] = float(np.mean(values)) if values else math.nan
+            out.bias[f"{name}_crossfit"] = out.mean[f"{name}_crossfit"] - target
+            out.coverage[f"{name}_crossfit_ci"] = float(np.mean([_covers(f[f"{name}_ci"], target) for f in fits]))
     checks = [c for e in entries for c in e["suppression"]]
     if checks:
         out.coverage["returned_ci"] = float(np.mean([_covers(c["returned_ci"], truth["returned"]) for c in checks]))
