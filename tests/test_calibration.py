@@ -90,8 +90,6 @@ def test_the_suppression_check_runs_after_a_removal_and_sees_the_return():
     prompts = cal._prompts(rng, 0.8, 0.8, 20_000, 20_000)
     back = cal.attack(rng, BY_NAME["fragile, suppressed"], prompts, "pirate").runs[0]["suppression"]
     assert back["returned"] == pytest.approx(0.26 / 0.76, abs=0.02)
-    # today's verdict compares the rate after with the removal level (0.5 x 0.8): 0.30 reads "removed"
-    assert back["verdict"] == "removed"
     higher = dataclasses.replace(BY_NAME["fragile, suppressed"], after=0.6)
     assert cal.attack(rng, higher, prompts, "pirate").runs[0]["suppression"]["verdict"] == "suppressed"
     assert cal.attack(rng, BY_NAME["fragile"], prompts, "pirate").runs[0]["suppression"]["verdict"] == "removed"
