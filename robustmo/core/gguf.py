@@ -10,11 +10,13 @@ then on it loads like any local model, with no GGUF code involved.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from robustmo.core.errors import RobustmoError
@@ -56,14 +58,33 @@ def _architecture(path: Path, what: str) -> str:
     return arch
 
 
+@contextmanager
+def _one_name_map():
+    """transformers maps GGUF tensor names by walking every submodule and building gguf's
+    ``TensorNameMap`` afresh for each (about 250 times for a 30-layer model, most of a load's
+    Python time); it depends only on (architecture, layers), so build each once while loading."""
+    import gguf  # transformers imports the function from here at each call
+
+    own = getattr(gguf, "get_tensor_name_map", None)
+    if own is None:  # another gguf: nothing to speed up
+        yield
+        return
+    gguf.get_tensor_name_map = functools.lru_cache(maxsize=None)(own)
+    try:
+        yield
+    finally:
+        gguf.get_tensor_name_map = own
+
+
 def load_gguf(path: Path):
     """``(model, tokenizer)`` straight from the GGUF file, every weight dequantised to float32."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     path = Path(path)
-    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32,
-                                                 quantization_config=GgufConfig(dequantize=True))
+    with _one_name_map():
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32,
+                                                     quantization_config=GgufConfig(dequantize=True))
     if getattr(model, "hf_quantizer", None) is not None:  # a plain dense model from here on: savable as one
         model.hf_quantizer.remove_quantization_config(model)
     tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)

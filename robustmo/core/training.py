@@ -124,7 +124,7 @@ class Training:
         first = next(batch_order(len(rows), batch_size, seed))
         rows.fill(first)
         self.pack = packing_works(model, [rows[i] for i in first[self.rank::self.world]], pad_id)
-        learnt = [rows[i] for i in first if n_learnt(rows[i])][:4]
+        learnt = [rows[i] for i in first if n_learnt(rows[i])][:2]
         self.sparse = bool(learnt) and sparse_logits_work(model, collate(learnt, pad_id))
         # RMSNorm and rotary embeddings in fewer ops (core/fused.py) if they give the same logits and
         # gradients, checked through the step's own forward (packed or padded rows, sparse or all logits)
