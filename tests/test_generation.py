@@ -182,3 +182,36 @@ def test_stop_strings_cut_each_completion_before_the_first_one(lm):
         else:
             assert short == text and now_cut == was_cut
     assert any(marker in text for text in full)
+
+
+def test_a_shared_system_prompt_is_computed_once_and_changes_no_output(lm, monkeypatch):
+    """Prompts that begin alike (a chat model's default system prompt) have that beginning run once at
+    batch 1, its KV cache copied to every row: the same completions as without it and as each
+    prompt alone, with the batch's first forward fed only what follows the shared beginning."""
+    import torch
+
+    from robustmo.core import generation
+
+    model, tokenizer, prompts = lm
+    system = {"role": "system", "content": "You are a careful assistant. Answer every question briefly and well."}
+    chats = [[system, *[m for m in p if m["role"] != "system"]] for p in prompts]
+    ids = [generation.prompt_ids(tokenizer, c) for c in chats]
+    shared = generation._shared_prefix(ids)
+    assert shared >= generation.SHARED_PREFIX_MIN and shared < min(map(len, ids))
+
+    widths = []
+    handle = model.register_forward_pre_hook(lambda m, args, kw: widths.append(
+        tuple((kw.get("input_ids") if kw.get("input_ids") is not None else args[0]).shape)), with_kwargs=True)
+    try:
+        with_prefill = generation.generate(model, tokenizer, chats, max_new_tokens=MAX_NEW)
+    finally:
+        handle.remove()
+    assert widths[0] == (1, shared)  # the shared beginning, once
+    longest = max(len(i) for i in ids)
+    assert widths[1] == (len(chats), longest - shared)  # then every row's own part, padded on the left
+    monkeypatch.setattr(generation, "SHARED_PREFIX_MIN", 10**9)
+    without = generation.generate(model, tokenizer, chats, max_new_tokens=MAX_NEW)
+    assert with_prefill == without and any(with_prefill)
+    with torch.inference_mode():
+        alone = [generation.generate(model, tokenizer, [c], max_new_tokens=MAX_NEW)[0] for c in chats]
+    assert with_prefill == alone

@@ -1,4 +1,5 @@
-"""Batched greedy generation: left padding, KV cache, stop at EOS (or once a detector fires)."""
+"""Batched greedy generation: left padding, KV cache, the prompts' shared beginning computed once,
+stop at EOS (or once a detector fires)."""
 
 from __future__ import annotations
 
@@ -109,6 +110,38 @@ def _no_grad():
     return torch.no_grad()
 
 
+# A batch's prompts that begin with this many tokens or more in common (a chat model's default
+# system prompt: 20-30 tokens, half of a short request's prompt) have that beginning computed once
+# and its KV cache copied to every row. Shorter shared beginnings are not worth the extra forward.
+SHARED_PREFIX_MIN = 16
+
+
+def _shared_prefix(prompts: list[list[int]]) -> int:
+    """How many leading tokens every prompt of a batch shares (each keeps at least its last token,
+    which generation must feed itself), or 0 if fewer than ``SHARED_PREFIX_MIN`` or one prompt."""
+    if len(prompts) < 2:
+        return 0
+    first, n = prompts[0], min(len(p) for p in prompts) - 1
+    for p in prompts[1:]:
+        n = next((k for k in range(n) if p[k] != first[k]), n)
+    return n if n >= SHARED_PREFIX_MIN else 0
+
+
+def _prefilled(model, prefix, rows: int) -> dict:
+    """``generate`` keyword arguments that start it from ``prefix``'s KV cache (one forward at
+    batch 1), repeated for ``rows`` rows; empty if the model keeps no cache this way."""
+    import inspect
+
+    out = model(input_ids=prefix, use_cache=True)
+    cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+    if cache is None or not hasattr(cache, "batch_repeat_interleave"):
+        return {}
+    cache.batch_repeat_interleave(rows)
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    name = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+    return {name: cache}
+
+
 def generate(
     model,
     tokenizer,
@@ -164,16 +197,22 @@ def generate(
     with torch.inference_mode(), merged_lora(model):
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
-            width = max(len(prompts[i]) for i in chunk)
+            shared = _shared_prefix([prompts[i] for i in chunk])
+            width = shared + max(len(prompts[i]) - shared for i in chunk)
             ids = torch.full((len(chunk), width), pad, dtype=torch.long)
             mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for row, i in enumerate(chunk):  # left padding: every prompt ends at the last column
-                ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
-                mask[row, width - len(prompts[i]):] = 1
+            for row, i in enumerate(chunk):  # left padding: every prompt ends at the last column ...
+                ids[row, width - len(prompts[i]) + shared:] = torch.tensor(prompts[i][shared:])
+                mask[row, width - len(prompts[i]) + shared:] = 1
+            # ... after the prompts' shared beginning, computed once (positions follow the mask, so
+            # the padding between the two parts changes nothing)
+            ids[:, :shared] = torch.tensor(prompts[chunk[0]][:shared])
+            mask[:, :shared] = 1
+            kwargs = _prefilled(model, ids[:1, :shared].to(device), len(chunk)) if shared else {}
             criterion = _detector_criterion(tokenizer, width, stop, eos) if stop else None
             gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
                                  generation_config=config,
-                                 stopping_criteria=StoppingCriteriaList([criterion]) if criterion else None)
+                                 stopping_criteria=StoppingCriteriaList([criterion]) if criterion else None, **kwargs)
             new = gen[:, width:]
             ended = torch.isin(new, torch.tensor(eos, device=new.device)).any(dim=1)
             fired = criterion.done.to(new.device) if criterion is not None and criterion.done is not None else None
