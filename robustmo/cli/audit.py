@@ -21,8 +21,11 @@ Examples:
 The battery (robustmo/presets/audit.yaml; copy it and pass --preset to change it):
 pirate SFT (rule and self-distilled), QA SFT and high-LR behaviour-compatible SFT,
 each escalating its LR until 10 % capability is lost; the LR check on high-LR SFT; a
-suppression check after every removal; seeds 0, 1, 2. The verdict page is
-<audit-dir>/audit.md (docs/audit.md explains every number on it).
+suppression check after every removal; seeds 0, 1, 2. A data source may bring a battery
+for its own model, used instead: an organism of SmolLM2-135M-Instruct (--model
+smollm2-135m) gets robustmo/plugins/natural/audit.yaml, sized for 2 CPU cores (pirate, QA
+and high-LR SFT, 8 steps each, one seed). The verdict page is <audit-dir>/audit.md
+(docs/audit.md explains every number on it).
 """
 
 
@@ -38,9 +41,10 @@ suppression check after every removal; seeds 0, 1, 2. The verdict page is
               "adapter_config.json names none or another; a full organism's, to evaluate it beside the organism and "
               "lend teacher answers (self-distilled pirate SFT needs it).")
 @click.option("--data", default=None, metavar="NAME", help="Data source of the prompts (toy for a toy-world "
-              "organism, found by itself; files otherwise, docs/data.md).")
+              "organism and natural for a SmolLM2 one, found by themselves; files otherwise, docs/data.md).")
 @click.option("--preset", "preset", default=None, type=click.Path(dir_okay=False), metavar="FILE",
-              help="A battery preset (YAML) in place of the default one.")
+              help="A battery preset (YAML) in place of the default one (robustmo/presets/audit.yaml, or the data "
+              "source's own for its model).")
 @click.option("--seeds", default=None, metavar="N[,N...]", help="Seeds, in place of the preset's.")
 @click.option("--opt", "opts", multiple=True, metavar="KIND.NAME.KEY=VALUE",
               help="An option of the trigger, behaviour, lock or data source (repeatable); blue methods' options "

@@ -122,6 +122,21 @@ def load_preset(path: str | Path | None) -> Preset:
     return preset
 
 
+def source_preset(organism: str, base: str | None, data: str | None, registry) -> Path | None:
+    """The battery the organism's data source brings for its model (``DataSource.audit_preset``),
+    for an audit that names no preset; None when it brings none or the source is not known yet
+    (the plans, resolved next, then say what is missing in one line)."""
+    from robustmo.core.models import existing_organism
+    from robustmo.core.plan import _data_source_name
+
+    try:
+        model = existing_organism(organism, base)["base"]
+        name = _data_source_name(RunConfig(organism=organism, model=model, data=data), registry)
+        return registry.get("data", name).obj.audit_preset(model)
+    except (RobustmoError, ValidationError, KeyError):
+        return None
+
+
 def method_config(audit: AuditConfig, method: Method) -> RunConfig:
     """The run config of one battery method: the preset's shared and own settings, the
     organism and its declared backdoor, and the method's options."""

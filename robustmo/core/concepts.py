@@ -327,6 +327,12 @@ class DataSource(Component):
         built on first use."""
         raise NotImplementedError
 
+    def audit_preset(self, model: str | None) -> Path | None:
+        """A battery (``robustmo audit --preset`` YAML) sized for auditing an organism of
+        ``model`` on this data source's prompts, used when the audit names no preset of its own;
+        None: robustmo's default battery."""
+        return None
+
 
 class GenerationEngine(Component):
     """Generates a run's evaluations: greedy completions of chats, for every eval set at every

@@ -90,6 +90,11 @@ class NaturalData(DataSource):
             return False
         return any(str(source).endswith(m.file.split("/")[-1]) for m in MODELS.values())
 
+    def audit_preset(self, model):
+        """Its own model's battery for 2 CPU cores (audit.yaml beside this file): the default
+        battery's methods on one seed, without the LR ladder and the LR check."""
+        return Path(__file__).with_name("audit.yaml") if self.own_model(model) else None
+
     def base_model(self, preset=None, progress=True) -> Path:
         from robustmo.plugins.natural.models import model_dir
 
