@@ -100,6 +100,12 @@ def test_an_audit_of_an_organism_of_its_model_takes_its_cpu_battery(tmp_path, to
     config = plans[0].plan.config  # the CPU preset's settings where the battery sets none
     assert (config.eval_prompts, config.capability_questions, config.batch_size) == (100, 100, 8)
     assert plans[0].plan.data.name == "natural" and config.options["blue"]["pirate"]["steps"] == 8
+    # nothing red-trains an adopted organism: the preset's red recipe stays out, so the plan's own
+    # config (what a probe, a worker or --resume resolves again) resolves to the same plan
+    assert (config.red_steps, config.red_examples, config.red_lr) == (None, None, None)
+    from robustmo.core.plan import resolve_plan
+
+    assert resolve_plan(config, registry).config == config
     # a toy-world organism (over the toy base) keeps robustmo's default battery
     toy = tmp_path / "toy-organism"
     toy.mkdir()

@@ -171,7 +171,8 @@ def with_source_defaults(config: RunConfig, defaults: dict[str, Any]) -> RunConf
     YAML key or a keyword argument sets a field; a run read back from config.json sets them all).
     Component options (``--opt kind.name.key=value``) are filled key by key, for the components the
     run uses: ``--opt blue.pirate.lr=3e-4`` keeps a source's ``blue.pirate.steps``."""
-    unset = {k: v for k, v in defaults.items() if k not in config.model_fields_set and k != "options"}
+    skip = {"options", *(RED_TRAINING if config.organism else ())}  # an adopted organism is not red-trained
+    unset = {k: v for k, v in defaults.items() if k not in config.model_fields_set and k not in skip}
     if defaults.get("options"):  # kind.name.key, key by key, for the components this run uses
         used = components_used(config.model_dump())
         options = {kind: {name: dict(keys) for name, keys in names.items()} for kind, names in config.options.items()}
@@ -190,6 +191,9 @@ def with_source_defaults(config: RunConfig, defaults: dict[str, Any]) -> RunConf
         raise RobustmoError(f"the data source's run settings are invalid: {str(exc).splitlines()[0]}") from None
 
 
+RED_TRAINING = ("red_steps", "red_lr", "red_examples")  # settings an adopted organism (--organism) refuses
+
+
 def adopt_organism(config: RunConfig) -> RunConfig:
     """A config with ``--organism``: its install method (lora for an adapter, full otherwise) and
     its base (``--model``, else the adapter's or the one robustmo recorded) filled in from the
@@ -199,8 +203,8 @@ def adopt_organism(config: RunConfig) -> RunConfig:
     if config.install.startswith("prompted"):
         raise RobustmoError(f"--install {config.install} builds an organism from a system prompt, but --organism "
                             "brings one with its behaviour in the weights; give one or the other")
-    for flag, value in (("--red-steps", config.red_steps), ("--red-lr", config.red_lr),
-                        ("--red-examples", config.red_examples)):
+    for field in RED_TRAINING:
+        flag, value = f"--{field.replace('_', '-')}", getattr(config, field)
         if value is not None:
             raise RobustmoError(f"{flag} sets red training, but --organism brings a trained organism; drop {flag}")
     found = existing_organism(config.organism, config.model)
