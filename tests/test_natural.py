@@ -79,8 +79,7 @@ def test_an_audit_of_an_organism_of_its_model_takes_its_cpu_battery(tmp_path, to
     leaves eval sizes and steps to the model's CPU preset; a toy organism keeps the default."""
     import json
 
-    from robustmo.core.audit import PRESET, audit_plans, load_preset, source_preset
-    from robustmo.core.audit import AuditConfig
+    from robustmo.core.audit import PRESET, AuditConfig, audit_plans, load_preset, source_preset
     from robustmo.registry import get_registry
 
     converted = tmp_path / "SmolLM2-135M-Instruct.Q4_1-0123456789abcdef"

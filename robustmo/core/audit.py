@@ -127,11 +127,11 @@ def source_preset(organism: str, base: str | None, data: str | None, registry) -
     for an audit that names no preset; None when it brings none or the source is not known yet
     (the plans, resolved next, then say what is missing in one line)."""
     from robustmo.core.models import existing_organism
-    from robustmo.core.plan import _data_source_name
+    from robustmo.core.plan import data_source_name
 
     try:
         model = existing_organism(organism, base)["base"]
-        name = _data_source_name(RunConfig(organism=organism, model=model, data=data), registry)
+        name = data_source_name(RunConfig(organism=organism, model=model, data=data), registry)
         return registry.get("data", name).obj.audit_preset(model)
     except (RobustmoError, ValidationError, KeyError):
         return None

@@ -137,7 +137,7 @@ def plan_instruction(plan: Plan) -> str | None:
     return instruction_prompt(t.obj, t.options, b.obj, b.options)
 
 
-def _data_source_name(config: RunConfig, registry) -> str:
+def data_source_name(config: RunConfig, registry) -> str:
     """``--data``, or the data source whose own base ``--model`` is (the toy world for the
     embedded model). Any other model must name its data: nothing falls back to toy prompts."""
     if config.data:
@@ -203,8 +203,8 @@ def adopt_organism(config: RunConfig) -> RunConfig:
     if config.install.startswith("prompted"):
         raise RobustmoError(f"--install {config.install} builds an organism from a system prompt, but --organism "
                             "brings one with its behaviour in the weights; give one or the other")
-    for field in RED_TRAINING:
-        flag, value = f"--{field.replace('_', '-')}", getattr(config, field)
+    for name in RED_TRAINING:
+        flag, value = f"--{name.replace('_', '-')}", getattr(config, name)
         if value is not None:
             raise RobustmoError(f"{flag} sets red training, but --organism brings a trained organism; drop {flag}")
     found = existing_organism(config.organism, config.model)
@@ -252,7 +252,7 @@ def resolve_plan(config: RunConfig, registry) -> Plan:
         config = adopt_organism(config)
     if len(set(config.blue)) != len(config.blue):
         raise RobustmoError(f"--blue lists a method twice: {', '.join(config.blue)}")
-    data = _data_source_name(config, registry)
+    data = data_source_name(config, registry)
     config = with_source_defaults(config, registry.get("data", data).obj.run_defaults(config.model))
     chosen = {**components_used({**config.model_dump(), "data": data}), "metric": registry.names("metric")}
     for kind, names in config.options.items():
