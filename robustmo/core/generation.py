@@ -81,7 +81,12 @@ def merged_lora(model):
     bit for bit (peft's unmerge subtracts B A again, which in floating point is not the
     weight that was there), so training goes on from exactly the same weights. On a GPU (or
     with no unmerged LoRA layer) nothing changes: there the copy would cost memory that a
-    real model needs, and the adapter's share of the time is small."""
+    real model needs, and the adapter's share of the time is small.
+
+    Nested uses merge once: layers an outer ``merged_lora`` merged are left to it (an evaluation
+    merges once for all its eval sets; each merge of a real model's rank-64 adapters costs a
+    fraction of a second per call). Restoring the copies is the unmerge: peft's own would compute
+    every ``B A`` again only for the copy to overwrite its result."""
     from peft.tuners.lora import LoraLayer
 
     layers = [m for m in model.modules() if isinstance(m, LoraLayer) and not m.merged and not m.disable_adapters
@@ -98,10 +103,9 @@ def merged_lora(model):
     finally:
         with _no_grad():
             for m, tensors in zip(layers, saved):
-                if m.merged:
-                    m.unmerge()
                 for tensor, copy in tensors:
                     tensor.copy_(copy)
+                m.merged_adapters = []  # what peft's unmerge leaves: no adapter merged
 
 
 def _no_grad():
