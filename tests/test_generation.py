@@ -215,3 +215,31 @@ def test_a_shared_system_prompt_is_computed_once_and_changes_no_output(lm, monke
     with torch.inference_mode():
         alone = [generation.generate(model, tokenizer, [c], max_new_tokens=MAX_NEW)[0] for c in chats]
     assert with_prefill == alone
+
+
+def test_finished_rows_leave_the_batch_and_the_outputs_are_transformers_own(lm, monkeypatch):
+    """robustmo's greedy loop drops a row from the batch (and its KV cache) once it has ended or
+    its detector fired; the completions and cut-off flags are those of transformers' generate,
+    with and without a detector and a stop string."""
+    from robustmo.core import generation
+
+    model, tokenizer, prompts = lm
+    rows = []
+    handle = model.register_forward_pre_hook(lambda m, args, kw: rows.append(
+        (kw.get("input_ids") if kw.get("input_ids") is not None else args[0]).shape[0]), with_kwargs=True)
+    try:
+        cut: list[bool] = []
+        ours = generation.generate(model, tokenizer, prompts, max_new_tokens=40, truncated=cut)
+    finally:
+        handle.remove()
+    assert rows[0] == len(prompts) and min(rows) < len(prompts)  # some rows finished early and left
+    assert any(cut) and not all(cut)
+    fired = next(f[:2] for f in ours if len(f) >= 4)
+    for kwargs in ({}, {"stop": lambda text: text.startswith(fired)}, {"stop_strings": [fired[1:]]}):
+        mine: list[bool] = []
+        with_loop = generation.generate(model, tokenizer, prompts, max_new_tokens=40, truncated=mine, **kwargs)
+        monkeypatch.setattr(generation, "_own_loop_works", lambda model: False)
+        theirs: list[bool] = []
+        reference = generation.generate(model, tokenizer, prompts, max_new_tokens=40, truncated=theirs, **kwargs)
+        monkeypatch.undo()
+        assert with_loop == reference and mine == theirs, kwargs

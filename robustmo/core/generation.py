@@ -146,6 +146,108 @@ def _prefilled(model, prefix, rows: int) -> dict:
     return {name: cache}
 
 
+
+def _forward_names(model) -> tuple[str, bool] | None:
+    """The keyword a causal LM's forward takes its KV cache by ("cache" in transformers 5.24,
+    "past_key_values" before), and whether it takes ``logits_to_keep``; None if it takes no
+    cache, attention mask or position ids (then transformers' ``generate`` decodes)."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    names = inspect.signature(base.forward).parameters
+    cache = next((n for n in ("cache", "past_key_values") if n in names), None)
+    if cache is None or "attention_mask" not in names or "position_ids" not in names:
+        return None
+    return cache, "logits_to_keep" in names
+
+
+def _own_loop_works(model) -> bool:
+    """Decode with ``_greedy`` (finished rows leave the batch) rather than transformers'
+    ``generate``: a decoder-only model of one process. Under ``accelerate launch`` every process
+    of a sharded model must run as many forwards as the others, which ``generate`` arranges."""
+    from robustmo.core.distributed import process_info
+
+    config = getattr(model, "config", None)
+    return (process_info()[1] == 1 and not getattr(config, "is_encoder_decoder", False)
+            and _forward_names(model) is not None)
+
+
+def _greedy(model, tokenizer, ids, mask, shared: int, prefilled: dict, *, max_new_tokens: int, eos: list[int],
+            stop: Callable[[str], bool] | None) -> list[tuple[list[int], bool, bool]]:
+    """Greedy decoding of one left-padded batch, as transformers' ``generate`` does it (positions
+    from the attention mask, one KV cache), except that a row that is finished (EOS, or ``stop``
+    fired on its decoded completion) leaves the batch and its cache: the rows still writing no
+    longer pay for the ones that are done. Per row: its new tokens (the one that ended it
+    included), whether it ended with EOS, whether ``stop`` fired. ``prefilled``: ``_prefilled``'s
+    cache of the batch's first ``shared`` tokens, or empty."""
+    import torch
+
+    cache_name, keep_one = _forward_names(model)
+    eos_t = torch.tensor(eos, device=ids.device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    cache = prefilled.get(cache_name) if prefilled else None
+    start = shared if cache is not None else 0
+    step_ids, step_pos = ids[:, start:], positions[:, start:]
+    active = list(range(ids.shape[0]))  # the batch's rows the cache holds, in its order
+    live = [True] * len(active)  # per cache row: still writing (a cache that cannot drop rows keeps finished ones)
+    tokens: list[list[int]] = [[] for _ in active]
+    ended, fired = [False] * len(active), [False] * len(active)
+    for step in range(max_new_tokens):
+        kwargs = {cache_name: cache} if cache is not None else {}
+        if keep_one:
+            kwargs["logits_to_keep"] = 1
+        out = model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos, use_cache=True, **kwargs)
+        cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+        nxt = out.logits[:, -1].argmax(-1)
+        is_eos = torch.isin(nxt, eos_t).tolist()
+        for k, (row, token) in enumerate(zip(active, nxt.tolist())):
+            if not live[k]:
+                continue
+            tokens[row].append(token)
+            if is_eos[k]:
+                ended[row], live[k] = True, False
+            elif stop is not None and stop(tokenizer.decode(tokens[row], skip_special_tokens=True)):
+                fired[row], live[k] = True, False
+        if not any(live) or step == max_new_tokens - 1:
+            break
+        if not all(live) and hasattr(cache, "batch_select_indices"):  # finished rows leave the batch
+            still = [k for k, alive in enumerate(live) if alive]
+            keep = torch.tensor(still, device=ids.device)
+            cache.batch_select_indices(keep)
+            active, live = [active[k] for k in still], [True] * len(still)
+            nxt, mask, step_pos = nxt[keep], mask[keep], step_pos[keep]
+        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+        step_ids, step_pos = nxt[:, None], step_pos[:, -1:] + 1
+    return list(zip(tokens, ended, fired))
+
+
+
+def _transformers_generate(model, tokenizer, ids, mask, prefilled: dict, *, config, eos: list[int],
+                           stop: Callable[[str], bool] | None) -> list[tuple[list[int], bool, bool]]:
+    """The same per-row result as ``_greedy``, from transformers' ``generate`` (finished rows are
+    padded until the batch ends)."""
+    import torch
+    from transformers import StoppingCriteriaList
+
+    width = ids.shape[1]
+    criterion = _detector_criterion(tokenizer, width, stop, eos) if stop else None
+    gen = model.generate(input_ids=ids, attention_mask=mask, generation_config=config,
+                         stopping_criteria=StoppingCriteriaList([criterion]) if criterion else None, **prefilled)
+    new = gen[:, width:]
+    eos_t = torch.tensor(eos, device=new.device)
+    rows = []
+    for row in range(new.shape[0]):
+        hit = torch.isin(new[row], eos_t).nonzero().flatten().tolist()
+        ended = bool(hit)
+        fired = criterion is not None and criterion.done is not None and bool(criterion.done[row]) and not ended
+        tokens = new[row, :hit[0] + 1].tolist() if ended else new[row].tolist()
+        while fired and tokens and tokens[-1] == config.pad_token_id:  # after the detector fired: padding
+            tokens.pop()
+        rows.append((tokens, ended, fired))
+    return rows
+
+
+
 def generate(
     model,
     tokenizer,
@@ -179,7 +281,7 @@ def generate(
     may not have finished its answer).
     """
     import torch
-    from transformers import GenerationConfig, StoppingCriteriaList
+    from transformers import GenerationConfig
 
     from robustmo.core.progress import current as current_meter
 
@@ -197,6 +299,7 @@ def generate(
     out: list[str] = [""] * len(prompts)
     cut = [False] * len(prompts)
     was_training = model.training
+    own_loop = _own_loop_works(model)
     model.eval()
     with torch.inference_mode(), merged_lora(model):
         for start in range(0, len(order), batch_size):
@@ -213,23 +316,21 @@ def generate(
             ids[:, :shared] = torch.tensor(prompts[chunk[0]][:shared])
             mask[:, :shared] = 1
             kwargs = _prefilled(model, ids[:1, :shared].to(device), len(chunk)) if shared else {}
-            criterion = _detector_criterion(tokenizer, width, stop, eos) if stop else None
-            gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                 generation_config=config,
-                                 stopping_criteria=StoppingCriteriaList([criterion]) if criterion else None, **kwargs)
-            new = gen[:, width:]
-            ended = torch.isin(new, torch.tensor(eos, device=new.device)).any(dim=1)
-            fired = criterion.done.to(new.device) if criterion is not None and criterion.done is not None else None
+            if own_loop:
+                rows = _greedy(model, tokenizer, ids.to(device), mask.to(device), shared, kwargs,
+                               max_new_tokens=max_new_tokens, eos=eos, stop=stop)
+            else:
+                rows = _transformers_generate(model, tokenizer, ids.to(device), mask.to(device), kwargs,
+                                              config=config, eos=eos, stop=stop)
             meter = current_meter()
             if meter is not None:  # the running stage's progress: prompts done, tokens written
-                meter.update(len(chunk), tokens=int((new != pad).sum()))
-            for row, i in enumerate(chunk):
-                out[i] = tokenizer.decode(new[row], skip_special_tokens=True)
+                meter.update(len(chunk), tokens=sum(len(tokens) for tokens, _, _ in rows))
+            for (tokens, ended, fired), i in zip(rows, chunk):
+                out[i] = tokenizer.decode(tokens, skip_special_tokens=True)
                 at = min((k for k in (out[i].find(s) for s in stop_strings) if k >= 0), default=-1)
                 if at >= 0:
                     out[i] = out[i][:at]
-                cut[i] = new.shape[1] >= max_new_tokens and not bool(ended[row]) and at < 0 and not (
-                    fired is not None and bool(fired[row]))
+                cut[i] = len(tokens) >= max_new_tokens and not ended and at < 0 and not fired
     model.train(was_training)
     if truncated is not None:
         truncated[:] = cut
