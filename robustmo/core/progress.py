@@ -24,7 +24,14 @@ _CURRENT: contextvars.ContextVar["Meter | None"] = contextvars.ContextVar("robus
 _LIVE: list["Meter"] = []  # bars on the terminal now: rich draws one live display at a time
 
 
+# Set in an audit's worker processes (core/workers.py): their stdout may be the terminal, but
+# their lines go to the driver, which prints them; a bar there would fight the driver's display.
+PLAIN = False
+
+
 def on_terminal() -> bool:
+    if PLAIN:
+        return False
     try:
         return sys.stdout.isatty()
     except (AttributeError, ValueError):

@@ -125,6 +125,9 @@ def _start_worker(threads: int, queue) -> None:
 
     torch.set_num_threads(threads)
     _QUEUE = queue
+    from robustmo.core import progress
+
+    progress.PLAIN = True  # progress as plain lines, through worker_log to the driver
 
 
 def worker_log(message: str) -> None:
